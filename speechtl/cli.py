@@ -1,0 +1,210 @@
+"""The ``speechtl`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("speechtl")
+
+
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings -> dict; values parsed as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"error: expected key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _progress(total: int | None, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="utt", disable=None, file=sys.stderr)
+
+
+def _print_summary(summary: dict[str, Any], out_dir: Path, splits: dict[str, Any] | None) -> None:
+    print(
+        f"prepared {summary['utterances']} utterances, {summary['hours']:.3f} h, "
+        f"{summary['speakers']} speakers, {summary['sentences']} distinct sentences"
+    )
+    print(f"rejected {summary['rejected']} of {summary['items']} items")
+    for reason, count in summary["rejected_by_reason"].items():
+        print(f"  {reason:<32} {count}")
+    if splits:
+        for name in ("train", "dev", "test"):
+            s = splits[name]
+            print(f"split {name:<5} {s['utterances']:>6} utts {s['hours']:.3f} h {s['speakers']} speakers")
+        if splits["leftovers"]:
+            print(f"split leftovers (speaker and sentence in different splits): {splits['leftovers']}")
+    print(f"manifest:   {out_dir / 'manifest.jsonl'}")
+    print(f"quarantine: {out_dir / 'quarantine.jsonl'}")
+
+
+def _split_config(args: argparse.Namespace):
+    from speechtl.manifest import SplitConfig
+
+    return SplitConfig(
+        dev_share=args.dev_share,
+        test_share=args.test_share,
+        by_speaker=not args.no_speaker_split,
+        by_sentence=not args.no_sentence_split,
+        seed=args.seed,
+    )
+
+
+def _prepare_config(args: argparse.Namespace):
+    from speechtl.audio import AudioConfig
+    from speechtl.prepare import PrepareConfig
+
+    audio = AudioConfig(
+        max_duration_s=args.max_duration_s, min_duration_s=args.min_duration_s, output_format=args.audio_format
+    )
+    return PrepareConfig(
+        lang=args.lang, audio=audio, max_reject_share=args.max_reject_share, num_workers=args.num_workers
+    )
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from speechtl.importers import detect_format, read_corpus
+    from speechtl.prepare import prepare, write_splits
+
+    source = args.source
+    fmt = args.format or detect_format(Path(source))
+    items = list(read_corpus(source, format=fmt, **_key_values(args.opt)))
+    out_dir = Path(args.out)
+    with _progress(len(items), f"prepare {fmt}") as bar:
+        result = prepare(
+            items, out_dir, _prepare_config(args), progress=bar.update, extra_summary={"format": fmt, "source": str(source)}
+        )
+    splits = write_splits(result.utterances, out_dir, _split_config(args)) if args.split else None
+    _print_summary(result.summary, out_dir, splits)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from speechtl.channel import ChannelConfig
+    from speechtl.prepare import prepare, write_splits
+    from speechtl.synth import SynthConfig, read_sentences, synthesize_corpus
+
+    sentences = [s for path in args.sentences for s in read_sentences(Path(path))]
+    channel = None
+    if args.codec != "none" or args.snr_db or args.level_jitter_db:
+        snr = tuple(float(x) for x in args.snr_db.split(":")) if args.snr_db else None
+        if snr is not None and len(snr) == 1:
+            snr = (snr[0], snr[0])
+        channel = ChannelConfig(codec=args.codec, snr_db=snr, level_jitter_db=args.level_jitter_db, seed=args.seed)
+    config = SynthConfig(
+        engine=args.engine,
+        lang=args.lang,
+        num_voices=args.num_voices,
+        voices_per_sentence=args.voices_per_sentence,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        channel=channel,
+    )
+    out_dir = Path(args.out)
+    total = len(sentences) * (args.voices_per_sentence or args.num_voices)
+    with _progress(total, f"synth {args.engine}") as bar:
+        items = synthesize_corpus(sentences, out_dir / "raw", config, progress=bar.update)
+    with _progress(len(items), "prepare") as bar:
+        result = prepare(
+            items,
+            out_dir,
+            _prepare_config(args),
+            progress=bar.update,
+            extra_summary={"format": "synth", "synth": {"engine": args.engine, "num_voices": args.num_voices}},
+        )
+    splits = write_splits(result.utterances, out_dir, _split_config(args)) if args.split else None
+    _print_summary(result.summary, out_dir, splits)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from speechtl.manifest import read_manifest, summarize, validate
+
+    status = 0
+    for path in args.manifests:
+        utts = read_manifest(path)
+        problems = validate(utts, check_files=not args.no_files)
+        print(f"{path}: {json.dumps(summarize(utts))}")
+        for problem in problems:
+            print(f"  {problem}")
+        status = status or (1 if problems else 0)
+    return status
+
+
+def _add_prepare_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lang", required=True, help="language of the transcripts (ISO 639-1), e.g. es")
+    p.add_argument("--out", required=True, help="output folder: manifest.jsonl, quarantine.jsonl, audio/")
+    p.add_argument("--max-reject-share", type=float, default=0.2, help="fail when more items are rejected")
+    p.add_argument("--max-duration-s", type=float, default=30.0, help="longest accepted utterance")
+    p.add_argument("--min-duration-s", type=float, default=0.3, help="shortest accepted utterance (after trim)")
+    p.add_argument("--audio-format", choices=["wav", "flac"], default="wav")
+    p.add_argument("--num-workers", type=int, default=2, help="worker processes")
+    p.add_argument("--split", action="store_true", help="also write train/dev/test.jsonl")
+    p.add_argument("--dev-share", type=float, default=0.1)
+    p.add_argument("--test-share", type=float, default=0.2)
+    p.add_argument("--no-speaker-split", action="store_true", help="do not hold speakers out")
+    p.add_argument("--no-sentence-split", action="store_true", help="do not hold sentences out")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechtl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="import a corpus and normalize it into manifests")
+    p.add_argument("source", help="corpus folder, NeMo manifest, or HF dataset folder / hub id")
+    p.add_argument(
+        "--format", help="commonvoice, librispeech, kaldi, nemo, folder, hf, asterisk (default: detect)"
+    )
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="importer option")
+    _add_prepare_options(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("synth", help="synthesize speech for sentences files into manifests")
+    p.add_argument("sentences", nargs="+", help="text files, one sentence a line")
+    p.add_argument("--engine", choices=["kokoro", "espeak"], default="kokoro")
+    p.add_argument("--num-voices", type=int, default=8)
+    p.add_argument("--voices-per-sentence", type=int, default=None, help="default: every voice says every sentence")
+    p.add_argument("--codec", choices=["none", "mulaw", "g722"], default="none", help="telephone channel")
+    p.add_argument("--snr-db", help="additive noise SNR in dB, a value or MIN:MAX")
+    p.add_argument("--level-jitter-db", type=float, default=0.0)
+    _add_prepare_options(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("validate", help="check manifests (any JSONL with audio_filepath and text)")
+    p.add_argument("manifests", nargs="+")
+    p.add_argument("--no-files", action="store_true", help="do not check that audio files exist")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except Exception as exc:  # the CLI turns library errors into one clear line
+        if args.verbose:
+            raise
+        print(f"speechtl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
