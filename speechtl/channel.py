@@ -43,7 +43,7 @@ class ChannelConfig:
 
     codec: str = "none"  # one of CODECS: "none", "mulaw", "g722", "gsm", "opus"
     band: bool = True  # band-limit to 300-3400 Hz when the codec is narrowband (mulaw, gsm)
-    snr_db: tuple[float, float] | None = None  # add noise at an SNR drawn uniformly from [low, high] dB; None = no noise
+    snr_db: tuple[float, float] | None = None  # add noise at an SNR drawn uniformly from [low, high] dB; None = none
     noise: tuple[str, ...] = ("white", "pink")  # noise kinds drawn uniformly per item, from NOISES
     level_jitter_db: float = 0.0  # random gain drawn uniformly from [-level_jitter_db, +level_jitter_db] dB
     opus_bitrate_kbps: int = 16  # bitrate of the "opus" codec
@@ -288,7 +288,7 @@ _CODEC_DELAY = {"g722": 22}  # samples the decoded signal lags the input (QMF fi
 def ffmpeg_codec_roundtrip(x: np.ndarray, sample_rate: int, codec: str, opus_bitrate_kbps: int = 16) -> np.ndarray:
     """Encode and decode through ``ffmpeg``; returns float samples at ``sample_rate``, same length as ``x``."""
     if codec not in _FFMPEG_ENCODE:
-        raise ValueError(f"channel: codec {codec!r} does not go through ffmpeg; ffmpeg codecs are {tuple(_FFMPEG_ENCODE)}")
+        raise ValueError(f"channel: codec {codec!r} does not go through ffmpeg; those are {tuple(_FFMPEG_ENCODE)}")
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise ChannelError(f"channel: codec {codec!r} needs the ffmpeg command; install it (apt-get install ffmpeg)")

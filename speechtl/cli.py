@@ -114,7 +114,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     total = len(sentences) * (args.voices_per_sentence or args.num_voices)
     with _progress(total, f"synth {args.engine}") as bar:
-        items = synthesize_corpus(sentences, out_dir / "raw", config, progress=bar.update)
+        holdout = _split_config(args) if args.split else None
+        items = synthesize_corpus(sentences, out_dir / "raw", config, progress=bar.update, holdout=holdout)
     with _progress(len(items), "prepare") as bar:
         result = prepare(
             items,

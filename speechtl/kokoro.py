@@ -109,7 +109,8 @@ def model_path() -> Path:
     if out.is_file() and out.stat().st_size == expected_size:
         return out
     if out.exists():
-        log.warning("kokoro: %s has %d bytes, expected %d; joining the parts again", out, out.stat().st_size, expected_size)
+        size = out.stat().st_size
+        log.warning("kokoro: %s has %d bytes, expected %d; joining the parts again", out, size, expected_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", dir=out.parent)
@@ -159,7 +160,8 @@ def load_voices() -> dict[str, np.ndarray]:
                 if table.ndim == 3 and table.shape[1] == 1:
                     table = table[:, 0, :]
                 if table.ndim != 2 or table.shape[1] != 256:
-                    raise KokoroError(f"kokoro: {path}: voice '{name}' has shape {npz[name].shape}, expected (N, 1, 256)")
+                    shape = npz[name].shape
+                    raise KokoroError(f"kokoro: {path}: voice '{name}' has shape {shape}, expected (N, 1, 256)")
                 voices[name] = table
         if not voices:
             raise KokoroError(f"kokoro: {path} holds no voices")

@@ -252,7 +252,8 @@ class SplitConfig:
 SPLITS = ("train", "dev", "test")
 
 
-def _assign(keys: Iterable[str], config: SplitConfig, salt: str) -> dict[str, str]:
+def assign(keys: Iterable[str], config: SplitConfig, salt: str) -> dict[str, str]:
+    """Seeded key -> split name; ``salt`` is "speaker" or "sentence" (what :func:`split` uses)."""
     unique = sorted(set(keys))
     random.Random(f"{config.seed}:{salt}").shuffle(unique)
     n = len(unique)
@@ -284,9 +285,9 @@ def split(
         by_speaker = False
     if not by_speaker and not config.by_sentence:
         raise ValueError("split: at least one of by_speaker and by_sentence must be on")
-    speaker_split = _assign((u.speaker_key for u in utterances), config, "speaker") if by_speaker else {}
+    speaker_split = assign((u.speaker_key for u in utterances), config, "speaker") if by_speaker else {}
     sentence_split = (
-        _assign((sentence_key(u.text) for u in utterances), config, "sentence") if config.by_sentence else {}
+        assign((sentence_key(u.text) for u in utterances), config, "sentence") if config.by_sentence else {}
     )
     out: dict[str, list[Utterance]] = {name: [] for name in SPLITS}
     leftovers = []

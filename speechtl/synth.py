@@ -19,7 +19,8 @@ Failures: an item that fails to synthesize does not stop the run. It comes
 back as a ``RawItem`` without audio whose ``extra["reject"]`` names the
 field, reason and detail (sentence id, voice, engine, error), which
 :func:`speechtl.prepare.prepare` turns into a quarantine record. Only when
-every item fails (a setup problem) does :class:`SynthError` stop the run.
+no item at all has audio (every one failed, none existed) does
+:class:`SynthError` stop the run: that is a setup problem.
 """
 
 from __future__ import annotations
@@ -39,16 +40,22 @@ import tempfile
 import wave
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from speechtl.channel import ChannelConfig, apply_channel, draw_channel
-from speechtl.manifest import RawItem, atomic_write_text
+from speechtl.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
+from speechtl.manifest import RawItem, SplitConfig, assign, atomic_write_text, sentence_key
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "ChannelConfig", "SynthConfig", "SynthError", "Voice", "list_voices", "read_sentences", "simulate_channel",
+    "synthesize", "synthesize_corpus",
+]  # fmt: skip
 
 ENGINES = ("kokoro", "espeak")
 SAFE_ID = re.compile(r"^\w[\w.\-]*$")
@@ -107,7 +114,8 @@ class SynthConfig:
         if self.num_workers < 1:
             raise ValueError(f"synth: field 'num_workers' is {self.num_workers}, must be >= 1")
         if self.channel is not None and not isinstance(self.channel, ChannelConfig):
-            raise ValueError(f"synth: field 'channel' must be a ChannelConfig or None, got {type(self.channel).__name__}")
+            kind = type(self.channel).__name__
+            raise ValueError(f"synth: field 'channel' must be a ChannelConfig or None, got {kind}")
 
 
 class SynthError(RuntimeError):
@@ -123,7 +131,8 @@ def list_voices(config: SynthConfig) -> list[Voice]:
         return _espeak_voices(config.num_voices, config.seed)
     from speechtl import kokoro
 
-    return [Voice(f"kokoro-{name}", "kokoro", params) for name, params in kokoro.voice_specs(config.num_voices, config.seed)]
+    specs = kokoro.voice_specs(config.num_voices, config.seed)
+    return [Voice(f"kokoro-{name}", "kokoro", params) for name, params in specs]
 
 
 def _espeak_exe() -> str:
@@ -139,7 +148,7 @@ def espeak_variants() -> tuple[list[str], list[str]]:
     match = re.search(r"Data at:\s*(\S.*)$", out, flags=re.MULTILINE)
     vdir = Path(match.group(1).strip()) / "voices" / "!v" if match else None
     if vdir is None or not vdir.is_dir():
-        log.warning("synth: espeak-ng variant folder not found (espeak-ng --version said %r); using m1..m8, f1..f5", out)
+        log.warning("synth: espeak-ng variant folder not found (--version said %r); using m1..m8, f1..f5", out)
         return list(ESPEAK_MALE), list(ESPEAK_FEMALE)
     present = {p.name for p in vdir.iterdir()}
     male = [v for v in ESPEAK_MALE + ESPEAK_MALE_EXTRA if v in present]
@@ -206,7 +215,9 @@ def _espeak_synthesize(text: str, voice: Voice, lang: str) -> tuple[np.ndarray, 
     proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=False)
     message = proc.stderr.decode("utf-8", "replace").strip()
     if proc.returncode != 0 or message.startswith("Error"):
-        raise SynthError(f"synth: espeak-ng failed for voice {voice.id} (lang {lang!r}, exit {proc.returncode}): {message}")
+        raise SynthError(
+            f"synth: espeak-ng failed for voice {voice.id} (lang {lang!r}, exit {proc.returncode}): {message}"
+        )
     samples, rate = parse_wav_bytes(proc.stdout)
     if len(samples) == 0:
         raise SynthError(f"synth: espeak-ng gave no audio for voice {voice.id} (lang {lang!r})")
@@ -279,7 +290,18 @@ def _item_rng(seed: int, voice_id: str, sentence_id: str) -> np.random.Generator
     return np.random.default_rng([seed, key])
 
 
+def _split_key(text: str, lang: str) -> str:
+    """The sentence key split() will see: that of the normalized transcript."""
+    from speechtl.text import TextRejected, get_normalizer
+
+    try:
+        return sentence_key(get_normalizer(lang)(text))
+    except TextRejected:  # prepare will quarantine it; any split will do
+        return sentence_key(text)
+
+
 def _voices_for(sentence_id: str, voices: list[Voice], config: SynthConfig) -> list[Voice]:
+    """The seeded voices that say one sentence, drawn from ``voices`` (all voices, or its split's)."""
     k = config.voices_per_sentence
     if k is None or k >= len(voices):
         return voices
@@ -344,6 +366,7 @@ def synthesize_corpus(
     out_dir: Path,
     config: SynthConfig,
     progress: Callable[[int], None] | None = None,
+    holdout: SplitConfig | None = None,
 ) -> list[RawItem]:
     """Speak every ``(sentence_id, text)`` with its seeded voices into ``out_dir/<voice_id>/<sentence_id>.wav``.
 
@@ -354,6 +377,11 @@ def synthesize_corpus(
     resuming with other settings. ``progress(n)`` is called as items finish
     (``n`` new ones, skipped included). Failed items come back with
     ``extra["reject"]`` (see the module docstring).
+
+    With ``holdout``, voices and sentences are first assigned to train/dev/test
+    exactly as :func:`speechtl.manifest.split` will assign them, and each
+    sentence is spoken only by voices of its own split: the later split then
+    holds out voices and sentences without leaving any utterance unused.
     """
     out_dir = Path(out_dir)
     seen: set[str] = set()
@@ -373,10 +401,22 @@ def synthesize_corpus(
 
         kokoro.model_path()  # join the model once, here, before workers race for it
 
+    pools = {None: voices}
+    sentence_split: dict[str, str | None] = {}
+    # only when split() will hold out both (with < 3 voices it splits by sentence alone)
+    if holdout is not None and holdout.by_speaker and holdout.by_sentence and len(voices) >= 3:
+        voice_split = assign((v.id for v in voices), holdout, "speaker")
+        keys = {sid: _split_key(t, config.lang) for sid, t in sentences}
+        by_text = assign(keys.values(), holdout, "sentence")
+        sentence_split = {sid: by_text[keys[sid]] for sid, _ in sentences}
+        pools = {name: [v for v in voices if voice_split[v.id] == name] for name in set(voice_split.values())}
+        for name in set(by_text.values()) - set(pools):
+            raise SynthError(f"synth: no voice falls in the {name} split; raise num_voices (now {len(voices)})")
+
     items: list[RawItem] = []
     tasks: list[_Task] = []
     for sentence_id, text in sentences:
-        for voice in _voices_for(sentence_id, voices, config):
+        for voice in _voices_for(sentence_id, pools[sentence_split.get(sentence_id)], config):
             path = out_dir / voice.id / f"{sentence_id}.wav"
             channel = None
             if config.channel is not None:
@@ -385,7 +425,8 @@ def synthesize_corpus(
                 "engine": config.engine, "voice": voice.params, "sentence_id": sentence_id, "lang": config.lang,
                 "channel": channel,
             }  # fmt: skip
-            items.append(RawItem(id=f"{voice.id}_{sentence_id}", text=text, speaker=voice.id, audio_path=path, extra=extra))
+            item_id = f"{voice.id}_{sentence_id}"
+            items.append(RawItem(id=item_id, text=text, speaker=voice.id, audio_path=path, extra=extra))
             if not path.exists():
                 tasks.append(_Task(len(items) - 1, sentence_id, text, voice, config.lang, config.channel, path))
     skipped = len(items) - len(tasks)
@@ -398,7 +439,7 @@ def synthesize_corpus(
     for index, error in _execute(tasks, config, progress):
         if error is not None:
             errors[index] = error
-    if tasks and len(errors) == len(tasks):
+    if tasks and len(errors) == len(tasks) and not skipped:  # not one file: a setup problem, not a bad sentence
         first = tasks[0]
         raise SynthError(
             f"synth: all {len(tasks)} items failed; first: sentence {first.sentence_id}, voice {first.voice.id}, "
@@ -430,7 +471,13 @@ def _execute(tasks: list[_Task], config: SynthConfig, progress: Callable[[int], 
         running: dict[Future, _Task] = {}
         while True:
             while len(running) < 4 * workers and (task := next(queue, None)) is not None:
-                running[pool.submit(_run_task, task)] = task
+                try:
+                    running[pool.submit(_run_task, task)] = task
+                except BrokenProcessPool as exc:
+                    raise SynthError(
+                        f"synth: the worker pool broke (a worker died, e.g. killed for memory) before sentence "
+                        f"{task.sentence_id}, voice {task.voice.id}, engine {config.engine}; run again to resume"
+                    ) from exc
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
