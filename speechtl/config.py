@@ -1,0 +1,229 @@
+"""Typed recipe config: YAML -> frozen dataclasses, validated, with ``key=value`` overrides.
+
+A recipe (``recipes/<name>.yaml``) names the model, the data sources, how they
+are split and used, the training strategy and hyperparameters, and what the
+evaluation scores. Unknown keys are errors that name the key and where it
+was found; ``key=value`` overrides use dotted paths (``train.strategy=lora``,
+``model=whisper-small``, ``data.sources.asterisk.path=/corpora/x``) and are
+validated like the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speechtl.manifest import SplitConfig
+from speechtl.train import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    codec: str = "none"  # "none", "mulaw" (G.711), "g722", "gsm", "opus"
+    snr_db: tuple[float, float] | None = None  # additive noise SNR range in dB; None = no noise
+    noise: str = "pink"  # noise colour: "white", "pink" or "babble"
+    level_jitter_db: float = 0.0  # random gain within +- this many dB
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One data source; it becomes a prepared, split manifest under runs/<name>/data/<source>/."""
+
+    name: str  # short id used in paths and reports, e.g. "asterisk"
+    kind: str = "corpus"  # "corpus" (an importer) or "synth" (sentences -> TTS)
+    format: str | None = None  # importer name for corpora; None = detect
+    path: str | None = None  # corpus folder/file, or None for the importer's default (asterisk)
+    options: dict[str, Any] = field(default_factory=dict)  # importer options
+    sentences: tuple[str, ...] = ()  # synth: sentence files, relative to the repo root
+    max_sentences: int | None = None  # synth: seeded subset of the sentences (CPU budget); None = all
+    engine: str = "kokoro"  # synth: "kokoro" or "espeak"
+    num_voices: int = 10  # synth: voices (speakers) to create
+    voices_per_sentence: int | None = 1  # synth: voices that say each sentence
+    channel: ChannelSpec | None = None  # synth: telephone channel simulation
+    split: SplitConfig = field(default_factory=SplitConfig)  # held-out rules for this source
+    use: tuple[str, ...] = ("train", "dev", "test")  # which splits the run uses
+    max_reject_share: float = 0.2  # data prep fails above this rejected share
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("corpus", "synth"):
+            raise ConfigError(f"data.sources.{self.name}.kind: {self.kind!r} must be 'corpus' or 'synth'")
+        if self.kind == "synth" and not self.sentences:
+            raise ConfigError(f"data.sources.{self.name}.sentences: a synth source needs sentence files")
+        for split_name in self.use:
+            if split_name not in ("train", "dev", "test"):
+                raise ConfigError(f"data.sources.{self.name}.use: {split_name!r} is not train, dev or test")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    primary: str  # "<source>/<split>" whose WER is the headline result, e.g. "asterisk/test"
+    test_sets: tuple[str, ...] = ()  # more "<source>/<split>" sets scored before and after
+    forgetting: str | None = None  # "<source>/<split>" of general speech training did not target
+    terms: str | None = None  # term list file for per-term recall
+    prompt_with_terms: bool = False  # also score the baseline prompted with the term list
+    batch_size: int = 8  # decoding batch size
+    num_beams: int = 1  # 1 = greedy
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    formats: tuple[str, ...] = ("hf", "ct2")  # "hf" (transformers dir), "ct2" (CTranslate2 dir)
+    ct2_quantization: str = "float16"  # CTranslate2 weight type: float16, int8, int8_float16, float32
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    name: str  # run name: results go to runs/<name>/
+    lang: str  # target language (ISO 639-1)
+    model: str  # model name, hub id or local directory (see speechtl.models.registry)
+    sources: tuple[SourceConfig, ...]  # data sources
+    eval: EvalConfig  # what to score
+    train: TrainConfig = field(default_factory=TrainConfig)  # strategy and hyperparameters
+    export: ExportConfig = field(default_factory=ExportConfig)
+    seed: int = 0  # the seed every stage derives its own from
+    num_workers: int = 2  # worker processes for data prep and synthesis
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"data.sources: names must be unique, got {names}")
+        for ref in (self.eval.primary, *self.eval.test_sets, *([self.eval.forgetting] if self.eval.forgetting else [])):
+            source, _, split_name = ref.partition("/")
+            if source not in names or split_name not in ("train", "dev", "test"):
+                raise ConfigError(f"eval: {ref!r} must be '<source>/<split>' with a source in {names}")
+
+    def source(self, name: str) -> SourceConfig:
+        return next(s for s in self.sources if s.name == name)
+
+
+# ------------------------------------------------------------------ building
+
+
+def _hint(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return build(hint, value, where)
+    if origin is tuple:
+        if isinstance(value, str | int | float):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        if len(args) == 2 and args[1] is not Ellipsis:  # fixed pair
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a mapping; unknown keys and bad types are ConfigErrors."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, _hint(cls, name), f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):  # a list of named items: address by name
+            match = [item for item in node if isinstance(item, dict) and item.get("name") == part]
+            if not match:
+                raise ConfigError(f"override {key}: no item named {part!r} under {'.'.join(parts[:i]) or 'root'}")
+            node = match[0]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+    if isinstance(node, list):
+        raise ConfigError(f"override {key}: address a list item by its name, e.g. data.sources.NAME.field")
+    node[parts[-1]] = value
+
+
+def load_recipe(path: Path | str, overrides: dict[str, Any] | None = None) -> tuple[RecipeConfig, dict[str, Any]]:
+    """Read a recipe, apply ``overrides`` (dotted keys), validate; returns the config and the resolved mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return recipe_from_dict(data, where=str(path)), data
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> RecipeConfig:
+    data = dict(data)
+    payload = data.pop("data", None)
+    if not isinstance(payload, dict) or "sources" not in payload:
+        raise ConfigError(f"{where}: 'data.sources' is required")
+    extra = sorted(set(payload) - {"sources"})
+    if extra:
+        raise ConfigError(f"{where}: data: unknown key(s) {extra}; known: ['sources']")
+    sources = payload["sources"]
+    if not isinstance(sources, list) or not sources:
+        raise ConfigError(f"{where}: data.sources must be a non-empty list")
+    for i, source in enumerate(sources):
+        if not isinstance(source, dict) or "name" not in source:
+            raise ConfigError(f"{where}: data.sources[{i}] needs a 'name'")
+    data["sources"] = [build(SourceConfig, s, f"data.sources.{s['name']}") for s in sources]
+    for required in ("name", "lang", "model", "eval"):
+        if required not in data:
+            raise ConfigError(f"{where}: missing required key {required!r}")
+    return build(RecipeConfig, data)

@@ -1,0 +1,247 @@
+"""``speechtl adapt``: data -> baseline evaluation -> training -> adapted evaluation -> report -> export.
+
+Everything of a run lives in ``runs/<name>/``: ``config.yaml`` (the resolved
+recipe), ``data/<source>/`` (prepared manifests and splits), ``checkpoints/``,
+``eval/<system>/<set>/``, ``report.{json,md}`` and ``export/{hf,ct2}``.
+Prepared data is reused when its source config is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speechtl.config import ConfigError, RecipeConfig, SourceConfig
+from speechtl.manifest import atomic_write_text, read_manifest, sentence_key, write_jsonl
+
+log = logging.getLogger(__name__)
+
+DATA_VERSION = 1  # bump when prepared data from an older speechtl must not be reused
+
+Notify = Callable[[str], None]
+
+
+def _fingerprint(source: SourceConfig, lang: str) -> str:
+    payload = json.dumps({"source": asdict(source), "lang": lang, "v": DATA_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify) -> dict[str, Path]:
+    """Prepare and split one source into ``out_dir``; reuse it when the config is unchanged."""
+    from speechtl.prepare import PrepareConfig, prepare, write_splits
+
+    fingerprint = _fingerprint(source, recipe.lang)
+    stamp = out_dir / "source.json"
+    splits = {name: out_dir / f"{name}.jsonl" for name in ("train", "dev", "test")}
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        if all(p.is_file() for p in splits.values()):
+            notify(f"data {source.name}: reusing {out_dir}")
+            return splits
+    started = time.perf_counter()
+    if source.kind == "corpus":
+        items = _corpus_items(source)
+    else:
+        items = _synth_items(source, recipe, out_dir, notify)
+    config = PrepareConfig(lang=recipe.lang, max_reject_share=source.max_reject_share, num_workers=recipe.num_workers)
+    result = prepare(items, out_dir, config, extra_summary={"source": source.name, "kind": source.kind})
+    split_summary = write_splits(result.utterances, out_dir, source.split)
+    s = result.summary
+    notify(
+        f"data {source.name}: {s['utterances']} utterances ({s['hours']:.2f} h, {s['speakers']} speakers), "
+        f"{s['rejected']} rejected -> {out_dir / 'quarantine.jsonl'}; "
+        + ", ".join(f"{k} {split_summary[k]['utterances']}" for k in ("train", "dev", "test"))
+    )
+    atomic_write_text(
+        stamp,
+        json.dumps({"fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1)}) + "\n",
+    )
+    return splits
+
+
+def _corpus_items(source: SourceConfig) -> list:
+    from speechtl.importers import read_corpus
+
+    if source.path is None:
+        if source.format != "asterisk":
+            raise ConfigError(f"data.sources.{source.name}.path: required for format {source.format!r}")
+        from speechtl.importers.asterisk import DEFAULT_ROOT
+
+        path: Path = DEFAULT_ROOT
+    else:
+        path = Path(source.path)
+    return list(read_corpus(path, format=source.format, **source.options))
+
+
+def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify) -> list:
+    from speechtl.synth import ChannelConfig, SynthConfig, read_sentences, synthesize_corpus
+
+    sentences = [s for path in source.sentences for s in read_sentences(Path(path))]
+    if source.max_sentences is not None and source.max_sentences < len(sentences):
+        keep = set(random.Random(f"{recipe.seed}:{source.name}").sample(range(len(sentences)), source.max_sentences))
+        sentences = [s for i, s in enumerate(sentences) if i in keep]
+    channel = None
+    if source.channel is not None:
+        channel = ChannelConfig(**asdict(source.channel), seed=recipe.seed)
+    config = SynthConfig(
+        engine=source.engine,
+        lang=recipe.lang,
+        num_voices=source.num_voices,
+        voices_per_sentence=source.voices_per_sentence,
+        seed=recipe.seed,
+        num_workers=recipe.num_workers,
+        channel=channel,
+    )
+    notify(f"data {source.name}: synthesizing {len(sentences)} sentences with {source.engine}")
+    return synthesize_corpus(sentences, out_dir / "raw", config, holdout=source.split)
+
+
+def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_name: str, out: Path) -> Path:
+    utts = []
+    for source in recipe.sources:
+        if split_name in source.use:
+            utts.extend(read_manifest(prepared[source.name][split_name]))
+    if not utts:
+        raise ConfigError(f"no source uses its {split_name} split; set data.sources.NAME.use")
+    write_jsonl(out, utts)
+    return out
+
+
+def _check_disjoint(train: Path, tests: dict[str, Path]) -> None:
+    """Never train on what we test on: no test sentence may appear in the training manifest."""
+    train_keys = {sentence_key(u.text) for u in read_manifest(train)}
+    for name, path in tests.items():
+        shared = {sentence_key(u.text) for u in read_manifest(path)} & train_keys
+        if shared:
+            example = sorted(shared)[0]
+            raise ConfigError(f"{len(shared)} sentence(s) of test set {name} are in the training data, e.g. {example!r}")
+
+
+def _eval_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, Path]:
+    refs = [recipe.eval.primary, *recipe.eval.test_sets]
+    if recipe.eval.forgetting:
+        refs.append(recipe.eval.forgetting)
+    out = {}
+    for ref in dict.fromkeys(refs):
+        source, _, split_name = ref.partition("/")
+        out[ref] = prepared[source][split_name]
+    return out
+
+
+def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, recipe: RecipeConfig,
+                  model_name: str, prompt: str | None, notify: Notify) -> dict[str, dict[str, Any]]:
+    from speechtl.evaluate import evaluate_manifest, read_terms, scoring_normalizer
+
+    terms = read_terms(recipe.eval.terms) if recipe.eval.terms else None
+    results = {}
+    for ref, manifest in sets.items():
+        out_dir = run_dir / "eval" / system / ref.replace("/", "-")
+        metrics = evaluate_manifest(
+            asr, manifest, out_dir, lang=recipe.lang, normalizer=scoring_normalizer(recipe.lang), prompt=prompt,
+            terms=terms, batch_size=recipe.eval.batch_size, model_name=model_name, extra={"system": system},
+        )  # fmt: skip
+        results[ref] = metrics
+        recall = metrics.get("terms", {}).get("recall") if metrics.get("terms") else None
+        notify(
+            f"eval {system:<16} {ref:<20} WER {metrics['wer']:.1%}  CER {metrics['cer']:.1%}"
+            + (f"  term recall {recall:.1%}" if recall is not None else "")
+        )
+    return results
+
+
+def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, resume: bool = False,
+          notify: Notify = log.info) -> dict[str, Any]:
+    """Run the whole job; returns the report payload."""
+    from speechtl.evaluate import scoring_normalizer
+    from speechtl.export import export_ct2, export_hf
+    from speechtl.models.registry import resolve
+    from speechtl.models.whisper import WhisperASR
+    from speechtl.report import write_report
+    from speechtl.text import get_normalizer
+    from speechtl.train import train
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    run_dir = runs_dir / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+    t = time.perf_counter()
+    prepared = {s.name: prepare_source(s, recipe, run_dir / "data" / s.name, notify) for s in recipe.sources}
+    train_manifest = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl")
+    dev_manifest = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
+    sets = _eval_sets(recipe, prepared)
+    _check_disjoint(train_manifest, sets)
+    timings["data_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model = resolve(recipe.model)
+    notify(f"model {recipe.model}: {model.hf_dir} ({model.source})")
+    timings["model_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    baseline = WhisperASR.load(model.hf_dir)
+    evaluations = {"baseline": _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify)}
+    if recipe.eval.prompt_with_terms and recipe.eval.terms:
+        from speechtl.evaluate import read_terms
+
+        prompt = ", ".join(read_terms(recipe.eval.terms))
+        evaluations["baseline+prompt"] = _evaluate_all(
+            baseline, "baseline+prompt", sets, run_dir, recipe, recipe.model, prompt, notify
+        )
+    del baseline
+    timings["baseline_eval_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    train_config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed)
+    result = train(
+        model.hf_dir, train_manifest, dev_manifest, run_dir / "checkpoints", train_config,
+        get_normalizer(recipe.lang, strip_accents=True, check_alphabet=False), resume=resume,
+    )  # fmt: skip
+    notify(
+        f"train {train_config.strategy}: {result.steps} steps, {result.wall_time_s:.0f} s, "
+        f"best dev WER {result.best_dev_wer:.1%} -> {result.best_dir}"
+    )
+    timings["train_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    adapted = WhisperASR.load(result.best_dir)
+    evaluations["adapted"] = _evaluate_all(adapted, "adapted", sets, run_dir, recipe, str(result.best_dir), None, notify)
+    del adapted
+    timings["adapted_eval_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    exports = {}
+    if "hf" in recipe.export.formats:
+        exports["hf"] = str(export_hf(result.best_dir, run_dir / "export" / "hf"))
+    if "ct2" in recipe.export.formats:
+        exports["ct2"] = str(export_ct2(result.best_dir, run_dir / "export" / "ct2", recipe.export.ct2_quantization))
+    timings["export_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+
+    payload = {
+        "recipe": resolved,
+        "model": {"name": recipe.model, "hf_dir": str(model.hf_dir), "source": model.source},
+        "data": {name: {k: str(v) for k, v in paths.items()} for name, paths in prepared.items()},
+        "normalizer": {"name": scoring_normalizer(recipe.lang).name, "settings": scoring_normalizer(recipe.lang).settings},
+        "primary": recipe.eval.primary,
+        "forgetting": recipe.eval.forgetting,
+        "evaluations": evaluations,
+        "train": result.to_json() if hasattr(result, "to_json") else asdict(result),
+        "exports": exports,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    paths = write_report(run_dir, payload)
+    notify(f"report: {paths['md']}")
+    for fmt, path in exports.items():
+        notify(f"export {fmt}: {path}")
+    return payload
