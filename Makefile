@@ -4,10 +4,19 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.speechtl-setup
-LANG   ?= es
 RUNS   ?= runs
+# LANG is also the locale variable: only a LANG given on the make command line picks the recipe.
+ADAPT_LANG := $(if $(filter command line,$(origin LANG)),$(LANG),es)
+RECIPE := recipes/$(ADAPT_LANG)$(if $(DOMAIN),-$(DOMAIN)).yaml
+OVERRIDES := $(if $(MODEL),model=$(MODEL)) $(if $(STRATEGY),train.strategy=$(STRATEGY)) $(ARGS)
+RUN_ENV := env LANG=C.UTF-8 LC_ALL=C.UTF-8
 
 .PHONY: setup system-deps test adapt prepare-asterisk synth-es bench clean
+
+# make adapt LANG=es [DOMAIN=medical] [MODEL=whisper-small] [DATA=/corpora/cv-es] [STRATEGY=lora] [ARGS="k=v ..."]
+adapt: setup
+	@test -f $(RECIPE) || { echo "no recipe $(RECIPE) (LANG=$(ADAPT_LANG) DOMAIN=$(DOMAIN))"; exit 1; }
+	$(RUN_ENV) $(VENV)/bin/speechtl adapt $(RECIPE) $(OVERRIDES) $(if $(DATA),--data $(DATA)) --runs $(RUNS)
 
 setup: $(STAMP)
 
@@ -25,7 +34,7 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q
+	$(RUN_ENV) $(PY) -m pytest -q
 
 prepare-asterisk: setup
 	$(VENV)/bin/speechtl prepare --format asterisk /usr/share/asterisk/sounds/es_MX_f_Allison --lang es --out $(RUNS)/data/asterisk-es

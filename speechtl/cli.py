@@ -143,6 +143,69 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from speechtl.config import load_recipe
+    from speechtl.pipeline import adapt
+
+    overrides = _key_values(args.overrides)
+    if args.data:
+        overrides.update(_data_override(args.recipe, args.data))
+    recipe, resolved = load_recipe(args.recipe, overrides)
+    adapt(recipe, resolved, Path(args.runs), resume=args.resume, notify=print)
+    run_dir = Path(args.runs) / recipe.name
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _data_override(recipe_path: str, data: str) -> dict[str, Any]:
+    """``--data DIR``: the recipe's first corpus source reads DIR instead, format detected."""
+    import yaml
+
+    raw = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
+    corpora = [s["name"] for s in raw.get("data", {}).get("sources", []) if s.get("kind", "corpus") == "corpus"]
+    if not corpora:
+        raise SystemExit(f"error: {recipe_path} has no corpus source for --data to replace")
+    return {f"data.sources.{corpora[0]}.path": data, f"data.sources.{corpora[0]}.format": None}
+
+
+def _load_asr(model: str):
+    from speechtl.models.registry import resolve
+    from speechtl.models.whisper import WhisperASR
+
+    return WhisperASR.load(resolve(model).hf_dir)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from speechtl.evaluate import evaluate_manifest, read_terms
+
+    asr = _load_asr(args.model)
+    metrics = evaluate_manifest(
+        asr, args.manifest, args.out, lang=args.lang, prompt=args.prompt,
+        terms=read_terms(args.terms) if args.terms else None, batch_size=args.batch_size, model_name=args.model,
+    )  # fmt: skip
+    print(
+        f"{args.manifest}: {metrics['num_utts']} utts  WER {metrics['wer']:.2%}  CER {metrics['cer']:.2%}  "
+        f"(S {metrics['substitutions']} D {metrics['deletions']} I {metrics['insertions']}; "
+        f"normalizer {metrics['normalizer']['name']})"
+    )
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from speechtl.audio import AudioConfig, decode, process
+
+    asr = _load_asr(args.model)
+    config = AudioConfig(trim=False, min_duration_s=0.0, segmentation=True)
+    audios = []
+    for path in args.audio:
+        samples, rate = decode(path)
+        audios.append(process(samples, rate, config))
+    for path, text in zip(args.audio, asr.transcribe(audios, args.lang, prompt=args.prompt), strict=True):
+        print(f"{path}\t{text}")
+    return 0
+
+
 def _add_prepare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", required=True, help="language of the transcripts (ISO 639-1), e.g. es")
     p.add_argument("--out", required=True, help="output folder: manifest.jsonl, quarantine.jsonl, audio/")
@@ -183,6 +246,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level-jitter-db", type=float, default=0.0)
     _add_prepare_options(p)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("adapt", help="prepare data, evaluate the baseline, train, evaluate, report, export")
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/es.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.strategy=lora")
+    p.add_argument("--data", help="corpus folder replacing the recipe's first corpus source (format detected)")
+    p.add_argument("--runs", default="runs", help="parent folder of run folders")
+    p.add_argument("--resume", action="store_true", help="continue training from the last checkpoint")
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser("eval", help="score a model on a manifest")
+    p.add_argument("--model", required=True, help="model name, hub id or directory")
+    p.add_argument("--manifest", required=True, help="JSONL with at least audio_filepath and text")
+    p.add_argument("--out", required=True, help="folder for metrics.json and hypotheses.jsonl")
+    p.add_argument("--lang", default="es")
+    p.add_argument("--prompt", help="text prompt for decoding (Whisper)")
+    p.add_argument("--terms", help="term list file for per-term recall")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p.add_argument("--model", required=True)
+    p.add_argument("audio", nargs="+")
+    p.add_argument("--lang", default="es")
+    p.add_argument("--prompt")
+    p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("validate", help="check manifests (any JSONL with audio_filepath and text)")
     p.add_argument("manifests", nargs="+")

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 class ChannelSpec:
     codec: str = "none"  # "none", "mulaw" (G.711), "g722", "gsm", "opus"
     snr_db: tuple[float, float] | None = None  # additive noise SNR range in dB; None = no noise
-    noise: str = "pink"  # noise colour: "white", "pink" or "babble"
+    noise: tuple[str, ...] = ("white", "pink")  # noise kinds drawn per item: "white", "pink", "babble"
     level_jitter_db: float = 0.0  # random gain within +- this many dB
 
 

@@ -1,0 +1,278 @@
+"""On-disk cache of frozen encoder outputs: fp16, memory-mapped, one row per utterance.
+
+Frozen layers compute the same thing every epoch, so they run once: each
+utterance's output of the frozen encoder prefix (shape ``(positions,
+d_model)``, 1500 x 512 for whisper-base) is stored as float16 in a numpy
+memmap and training reads it back instead of running those layers.
+
+A cache directory belongs to one *model key* (a hash of the frozen weights,
+the stage they stop at, the compute precision and the feature settings; see
+:func:`model_key`), so other weights never read it. Inside, a row is found by
+its *utterance key*: the id plus the audio file's resolved path, size and
+modification time; an edited audio file gets a new key and its row is
+recomputed, the old one is never read again.
+
+The directory holds shards, each a ``NAME.f16`` memmap plus ``NAME.json``
+(the keys of its rows, in order). A shard's json is written last and
+atomically, so a crashed build leaves no half-valid shard. Several processes
+(``accelerate launch``) each build a disjoint share of the missing rows into
+their own shard; no central index is ever rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechtl.manifest import Utterance, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the layout or the meaning of a row changes
+
+
+def utterance_key(utt: Utterance) -> str:
+    """Key of an utterance's row: id + resolved audio path + file size + mtime (ns)."""
+    path = Path(utt.audio_filepath).resolve()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise FileNotFoundError(f"id={utt.id}: field 'audio_filepath' {path} cannot be read ({exc.strerror})") from exc
+    raw = f"{utt.id}\n{path}\n{st.st_size}\n{st.st_mtime_ns}"
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+def model_key(tensors: Sequence[tuple[str, Any]], settings: dict[str, Any]) -> str:
+    """Hash of named tensors (the frozen weights) and JSON-able ``settings``."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": CACHE_FORMAT, **settings}, sort_keys=True, default=str).encode())
+    for name, tensor in tensors:
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(array.shape)}:{array.dtype}".encode())
+        digest.update(array.view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _byte_dtype() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What one :meth:`EncoderCache.ensure` call found and did."""
+
+    hits: int  # rows found valid in the cache
+    built: int  # rows computed by this process
+    build_s: float  # seconds this process spent computing rows
+
+
+class CachedRows:
+    """Read-only rows for a list of utterances: ``rows[i]`` is a float16 (positions, d_model) view."""
+
+    def __init__(self, entries: list[tuple[np.memmap, int]], row_shape: tuple[int, int]) -> None:
+        self._entries = entries
+        self.row_shape = row_shape
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        data, row = self._entries[i]
+        return data[row]
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        """Stacked copy of several rows."""
+        return np.stack([self[i] for i in indices])
+
+    def part(self, start: int, stop: int) -> CachedRows:
+        """The rows of utterances ``start`` to ``stop - 1``."""
+        return CachedRows(self._entries[start:stop], self.row_shape)
+
+
+class EncoderCache:
+    """The cache directory of one model key under ``root``."""
+
+    def __init__(self, root: Path | str, key: str, row_shape: tuple[int, int]) -> None:
+        self.dir = Path(root) / key
+        self.key = key
+        self.row_shape = (int(row_shape[0]), int(row_shape[1]))
+        self._maps: dict[str, np.memmap] = {}
+
+    def _index(self) -> dict[str, tuple[str, int]]:
+        index: dict[str, tuple[str, int]] = {}
+        if not self.dir.is_dir():
+            return index
+        for meta_path in sorted(self.dir.glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                log.warning("encoder cache: ignoring unreadable shard index %s (%s)", meta_path, exc)
+                continue
+            data = meta_path.with_suffix(".f16")
+            expected = len(meta["keys"]) * self.row_shape[0] * self.row_shape[1] * 2
+            if tuple(meta["row_shape"]) != self.row_shape or not data.is_file() or data.stat().st_size != expected:
+                log.warning("encoder cache: ignoring shard %s (shape or size does not match)", data)
+                continue
+            for row, utt_key in enumerate(meta["keys"]):
+                index[utt_key] = (meta_path.stem, row)
+        return index
+
+    def missing(self, utts: Sequence[Utterance]) -> list[int]:
+        """Positions in ``utts`` with no valid row."""
+        index = self._index()
+        return [i for i, u in enumerate(utts) if utterance_key(u) not in index]
+
+    def build(self, utts: Sequence[Utterance], compute: Callable[[list[Utterance]], np.ndarray], *,
+              batch_size: int, tag: str, progress: Callable[[int, int], None] | None = None) -> float:
+        """Compute rows for ``utts`` in batches into a new shard; returns the seconds spent.
+
+        ``compute(batch)`` returns an array of shape (len(batch), *row_shape);
+        values must fit float16 (the error names the utterance otherwise).
+        """
+        if not utts:
+            return 0.0
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keys = [utterance_key(u) for u in utts]
+        name = f"{tag}-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]}"
+        tmp = self.dir / f".{name}.f16.tmp"
+        out = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(len(utts), *self.row_shape))
+        start = time.perf_counter()
+        try:
+            for lo in range(0, len(utts), batch_size):
+                batch = list(utts[lo:lo + batch_size])
+                rows = np.asarray(compute(batch), dtype=np.float32)
+                if rows.shape != (len(batch), *self.row_shape):
+                    raise ValueError(f"encoder cache: computed rows have shape {rows.shape}, expected "
+                                     f"{(len(batch), *self.row_shape)}")
+                half = rows.astype(np.float16)
+                for j, utt in enumerate(batch):
+                    if not np.isfinite(half[j]).all():
+                        peak = float(np.abs(rows[j]).max())
+                        raise ValueError(f"id={utt.id}: encoder output (max |x| = {peak:.3g}) does not fit "
+                                         "float16; train without the encoder cache (cache_encoder=false)")
+                out[lo:lo + len(batch)] = half
+                if progress is not None:
+                    progress(min(lo + batch_size, len(utts)), len(utts))
+            out.flush()
+        except BaseException:
+            del out
+            tmp.unlink(missing_ok=True)
+            raise
+        del out
+        os.replace(tmp, self.dir / f"{name}.f16")
+        meta = {"format": CACHE_FORMAT, "row_shape": list(self.row_shape), "keys": keys,
+                "ids": [u.id for u in utts]}
+        atomic_write_text(self.dir / f"{name}.json", json.dumps(meta))
+        seconds = time.perf_counter() - start
+        log.info("encoder cache: %d rows in %.1f s (%.2f utterances/s) -> %s", len(utts), seconds,
+                 len(utts) / max(seconds, 1e-9), self.dir / f"{name}.f16")
+        return seconds
+
+    def open(self, utts: Sequence[Utterance]) -> CachedRows:
+        """Rows for ``utts`` (every one must be present)."""
+        index = self._index()
+        entries = []
+        for utt in utts:
+            found = index.get(utterance_key(utt))
+            if found is None:
+                raise KeyError(f"id={utt.id}: no encoder cache row in {self.dir}")
+            shard, row = found
+            if shard not in self._maps:
+                path = self.dir / f"{shard}.f16"
+                n = path.stat().st_size // (2 * self.row_shape[0] * self.row_shape[1])
+                self._maps[shard] = np.memmap(path, dtype=np.float16, mode="r", shape=(n, *self.row_shape))
+            entries.append((self._maps[shard], row))
+        return CachedRows(entries, self.row_shape)
+
+    def ensure(self, utts: Sequence[Utterance], compute: Callable[[list[Utterance]], np.ndarray], *,
+               batch_size: int, rank: int = 0, world: int = 1, barrier: Callable[[], None] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> tuple[CachedRows, CacheStats]:
+        """Build what is missing (process ``rank`` of ``world`` takes every world-th item) and open the rows.
+
+        ``barrier`` is called (on every process) between building and opening.
+        A process that still misses rows afterwards (no shared filesystem)
+        builds them itself.
+        """
+        missing = self.missing(utts)
+        hits = len(utts) - len(missing)
+        mine = missing[rank::world]
+        seconds = self.build([utts[i] for i in mine], compute, batch_size=batch_size, tag=f"r{rank}",
+                             progress=progress)
+        built = len(mine)
+        if barrier is not None:
+            barrier()
+        still = self.missing(utts)
+        if still:
+            log.warning("encoder cache: %d rows built by other processes are not visible here (is %s on a "
+                        "shared filesystem?); building them locally", len(still), self.dir)
+            seconds += self.build([utts[i] for i in still], compute, batch_size=batch_size, tag=f"r{rank}-local",
+                                  progress=progress)
+            built += len(still)
+        log.info("encoder cache %s: %d hits, %d built here", self.dir, hits, built)
+        return self.open(utts), CacheStats(hits=hits, built=built, build_s=seconds)
+
+
+# ------------------------------------------------------------------ Whisper
+
+
+def stage_tensors(model: Any, stop: int) -> list[tuple[str, Any]]:
+    """Named parameters and buffers of Whisper encoder stages ``[0, stop)`` (what a cache key covers)."""
+    enc = model.model.encoder
+    n_layers = len(enc.layers)
+    prefixes = ["conv1.", "conv2.", "embed_positions."] if stop > 0 else []
+    prefixes += [f"layers.{i}." for i in range(min(stop, n_layers + 1) - 1)]
+    if stop > n_layers + 1:
+        prefixes.append("layer_norm.")
+    named = list(enc.named_parameters()) + list(enc.named_buffers())
+    return sorted((n, t) for n, t in named if n.startswith(tuple(prefixes)))
+
+
+def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root: Path | str, *, precision: str,
+                          batch_size: int = 8, rank: int = 0, world: int = 1,
+                          barrier: Callable[[], None] | None = None,
+                          progress: Callable[[int, int], None] | None = None) -> tuple[CachedRows, CacheStats]:
+    """Rows of Whisper encoder stages ``[0, stage)`` for ``utts``, built where missing.
+
+    ``precision`` ("no", "bf16", "fp16") is the autocast used to compute them;
+    it is part of the model key, like the frozen weights and feature settings.
+    """
+    import torch
+
+    from speechtl.audio import load as load_audio
+
+    fe = asr.feature_extractor
+    settings = {
+        "stage": stage, "precision": precision, "layers": len(asr.model.model.encoder.layers),
+        "features": {k: getattr(fe, k, None) for k in ("feature_size", "sampling_rate", "hop_length", "n_fft",
+                                                       "chunk_length", "n_samples", "dither")},
+    }
+    key = model_key(stage_tensors(asr.model, stage), settings)
+    cfg = asr.model.config
+    cache = EncoderCache(root, key, (cfg.max_source_positions, cfg.d_model))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    device = asr.device
+
+    def compute(batch: list[Utterance]) -> np.ndarray:
+        feats = asr.features([load_audio(u.audio_filepath) for u in batch], ids=[u.id for u in batch])
+        was_training = asr.model.training
+        asr.model.eval()
+        try:
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                hidden = asr.encode(feats.to(device), 0, stage)
+        finally:
+            asr.model.train(was_training)
+        return hidden.float().cpu().numpy()
+
+    return cache.ensure(utts, compute, batch_size=batch_size, rank=rank, world=world, barrier=barrier,
+                        progress=progress)

@@ -1,0 +1,478 @@
+"""Whisper backend on transformers: features, labels, staged encoder, decoding.
+
+:class:`WhisperASR` wraps a local ``WhisperForConditionalGeneration`` directory
+(model + processor + generation config). Everything that decides what the
+decoder sees is explicit here rather than left to defaults:
+
+- the decoder prefix is ``<|startoftranscript|><|lang|><|task|><|notimestamps|>``
+  for training and for generation alike (:meth:`WhisperASR.prefix_tokens`);
+- training labels are the text (with a leading space, as Whisper's own
+  transcripts start) after that prefix plus ``<|endoftext|>``; the forced
+  prefix positions and the padding are ``-100`` (never learned), and a label
+  longer than ``max_label_tokens`` is reported by id, never cut;
+- the encoder runs in *stages* (0 = conv stem + positions, 1..L = layers,
+  L+1 = final layer norm) so that a frozen prefix can be computed once and
+  cached (see :mod:`speechtl.models.encoder_cache`) and the rest run per step.
+
+Also here: seeded SpecAugment on log-mel features, the training batch
+collator, and :func:`save_random_whisper` (random-weight models with a
+byte-level tokenizer for tests and benchmarks; no hub needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+MAX_AUDIO_S = 30.0  # one Whisper window; longer audio would be cut by the feature extractor
+TASKS = ("transcribe", "translate")
+SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>",
+            "<|notimestamps|>")
+
+
+def _deps() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ImportError(f"the Whisper backend needs {exc.name}: pip install 'speechtl[train]'") from exc
+    return torch, transformers
+
+
+class LabelTooLong(ValueError):
+    """Training labels over the token limit; ``items`` holds (id, number of tokens) of every offender."""
+
+    def __init__(self, items: list[tuple[str, int]], limit: int) -> None:
+        shown = ", ".join(f"id={i} ({n} tokens)" for i, n in items[:10])
+        more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+        super().__init__(f"{len(items)} label(s) longer than max_label_tokens={limit}: {shown}{more}")
+        self.items = items
+        self.limit = limit
+
+
+# ------------------------------------------------------------------ SpecAugment
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """Time and frequency masking of log-mel features (training only)."""
+
+    time_masks: int = 2  # time masks per utterance
+    time_mask_frames: int = 40  # widest time mask, in feature frames (10 ms each)
+    freq_masks: int = 2  # frequency masks per utterance
+    freq_mask_bins: int = 10  # widest frequency mask, in mel bins
+    seed: int = 0  # masks are drawn from (seed, key) only: reproducible and resumable
+
+    def __post_init__(self) -> None:
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"SpecAugmentConfig.{name} must be an integer >= 0, got {value!r}")
+
+
+def spec_augment(features: Any, num_frames: Sequence[int], config: SpecAugmentConfig,
+                 keys: Sequence[Sequence[int]]) -> Any:
+    """Masked copy of ``features`` (batch, mels, frames); item i uses the rng of ``(seed, *keys[i])``.
+
+    Time masks fall inside the item's real audio (its first ``num_frames[i]``
+    frames); masked cells take the item's mean feature value.
+    """
+    torch, _ = _deps()
+    out = features.clone()
+    n_mels, total = out.shape[1], out.shape[2]
+    for i, key in enumerate(keys):
+        rng = np.random.default_rng([config.seed, *[int(k) for k in key]])
+        fill = out[i].mean()
+        frames = max(1, min(int(num_frames[i]), total))
+        for _ in range(config.time_masks):
+            width = int(rng.integers(0, min(config.time_mask_frames, frames) + 1))
+            start = int(rng.integers(0, frames - width + 1))
+            out[i, :, start:start + width] = fill
+        for _ in range(config.freq_masks):
+            width = int(rng.integers(0, min(config.freq_mask_bins, n_mels) + 1))
+            start = int(rng.integers(0, n_mels - width + 1))
+            out[i, start:start + width, :] = fill
+    return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
+
+
+# ------------------------------------------------------------------ encoder stages
+
+
+def num_encoder_stages(model: Any) -> int:
+    """Stages of ``model``'s encoder: conv stem, each layer, final layer norm."""
+    return len(model.model.encoder.layers) + 2
+
+
+def run_encoder(model: Any, x: Any, start: int = 0, stop: int | None = None) -> Any:
+    """Run encoder stages ``[start, stop)`` of a WhisperForConditionalGeneration.
+
+    ``x`` is the input of stage ``start``: log-mel features (batch, mels,
+    frames) for stage 0, hidden states (batch, positions, d_model) otherwise.
+    Mirrors ``WhisperEncoder.forward`` (layerdrop aside), so the full range
+    gives ``last_hidden_state``.
+    """
+    torch, _ = _deps()
+    enc = model.model.encoder
+    n_layers = len(enc.layers)
+    stop = n_layers + 2 if stop is None else stop
+    if not 0 <= start <= stop <= n_layers + 2:
+        raise ValueError(f"encoder stages [{start}, {stop}) are outside [0, {n_layers + 2})")
+    dtype = enc.conv1.weight.dtype
+    if not torch.is_autocast_enabled(x.device.type) and x.is_floating_point() and x.dtype != dtype:
+        x = x.to(dtype)
+    if start == 0 and stop > 0:
+        expected = enc.config.max_source_positions * enc.conv1.stride[0] * enc.conv2.stride[0]
+        if x.shape[-1] != expected:
+            raise ValueError(f"Whisper expects {expected} feature frames, got {x.shape[-1]}")
+        x = torch.nn.functional.gelu(enc.conv1(x))
+        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight
+        x = torch.nn.functional.dropout(x, p=enc.dropout, training=enc.training)
+    for stage in range(max(start, 1), min(stop, n_layers + 1)):
+        x = enc.layers[stage - 1](x, None)
+    if start <= n_layers + 1 < stop:
+        x = enc.layer_norm(x)
+    return x
+
+
+# ------------------------------------------------------------------ the model
+
+
+class WhisperASR:
+    """A Whisper model, its processor and generation config, on one device."""
+
+    def __init__(self, model: Any, processor: Any, generation_config: Any, *,
+                 max_label_tokens: int | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.feature_extractor = processor.feature_extractor
+        self.generation_config = complete_generation_config(generation_config, self.tokenizer)
+        # generate() reads the model's copy; without max_length, max_new_tokens alone bounds the output
+        runtime = copy.deepcopy(self.generation_config)
+        runtime.max_length = None
+        self.model.generation_config = runtime
+        limit = model.config.max_target_positions
+        self.max_label_tokens = limit if max_label_tokens is None else int(max_label_tokens)
+        if not 4 < self.max_label_tokens <= limit:
+            raise ValueError(f"max_label_tokens={max_label_tokens} must be in (4, {limit}] for this model")
+        self.eot_id = int(self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+        self.sot_id = int(self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+
+    @classmethod
+    def load(cls, model_dir: Path | str, device: Any = "cpu", dtype: Any = None, *,
+             max_label_tokens: int | None = None) -> WhisperASR:
+        """Load model, processor and generation config from a local transformers directory."""
+        _, tf = _deps()
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{model_dir}: not a transformers model directory (no config.json)")
+        model = tf.WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)
+        processor = tf.WhisperProcessor.from_pretrained(model_dir)
+        if (model_dir / "generation_config.json").is_file():
+            gen = tf.GenerationConfig.from_pretrained(model_dir)
+        else:
+            gen = tf.GenerationConfig.from_model_config(model.config)
+        model.to(device).eval()
+        log.info("loaded Whisper from %s (%d encoder + %d decoder layers, d_model %d, vocab %d) on %s",
+                 model_dir, model.config.encoder_layers, model.config.decoder_layers, model.config.d_model,
+                 model.config.vocab_size, device)
+        return cls(model, processor, gen, max_label_tokens=max_label_tokens)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    def save(self, out_dir: Path | str, state_dict: dict[str, Any] | None = None) -> None:
+        """Write model (optionally from ``state_dict``), processor and generation config to ``out_dir``."""
+        out_dir = Path(out_dir)
+        runtime, self.model.generation_config = self.model.generation_config, self.generation_config
+        try:
+            self.model.save_pretrained(out_dir, state_dict=state_dict)
+        finally:
+            self.model.generation_config = runtime
+        self.processor.save_pretrained(out_dir)
+        self.generation_config.save_pretrained(out_dir)
+
+    # -------------------------------------------------------------- inputs
+
+    def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None) -> Any:
+        """Log-mel features (batch, mels, 3000) of 16 kHz float audio; audio over 30 s is an error."""
+        torch, _ = _deps()
+        limit = int(MAX_AUDIO_S * SAMPLE_RATE)
+        for i, audio in enumerate(audios):
+            if audio.ndim != 1:
+                raise ValueError(f"audio id={ids[i] if ids else i}: expected mono 1-D samples, got shape {audio.shape}")
+            if len(audio) > limit:
+                raise ValueError(f"audio id={ids[i] if ids else i}: {len(audio) / SAMPLE_RATE:.2f} s is over the "
+                                 f"{MAX_AUDIO_S:.0f} s Whisper window (split it in data prep)")
+        with torch.autocast("cpu", enabled=False):  # the extractor's torch path must stay float32
+            out = self.feature_extractor([np.asarray(a, dtype=np.float32) for a in audios],
+                                         sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return out.input_features.to(torch.float32)
+
+    def prefix_tokens(self, lang: str, task: str = "transcribe", timestamps: bool = False) -> list[int]:
+        """``<|startoftranscript|><|lang|><|task|>`` plus ``<|notimestamps|>`` unless ``timestamps``."""
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {TASKS}")
+        tokens = ["<|startoftranscript|>", f"<|{lang}|>", f"<|{task}|>"]
+        if not timestamps:
+            tokens.append("<|notimestamps|>")
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+        unk = self.tokenizer.unk_token_id
+        for token, token_id in zip(tokens, ids, strict=True):
+            if token_id is None or (token_id == unk and token != self.tokenizer.unk_token):
+                raise ValueError(f"language {lang!r}: the tokenizer has no token {token}")
+        return [int(i) for i in ids]
+
+    def token_sequences(self, texts: Sequence[str], lang: str, *, ids: Sequence[str] | None = None,
+                        task: str = "transcribe") -> list[list[int]]:
+        """Full decoder sequences ``prefix + text + <|endoftext|>``; every over-long one is reported."""
+        prefix = self.prefix_tokens(lang, task)
+        ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
+        seqs, too_long = [], []
+        for utt_id, text in zip(ids, texts, strict=True):
+            if not text.strip():
+                raise ValueError(f"id={utt_id}: field 'text' is empty")
+            body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+            seq = prefix + list(body) + [self.eot_id]
+            if len(seq) > self.max_label_tokens:
+                too_long.append((utt_id, len(seq)))
+            seqs.append(seq)
+        if too_long:
+            raise LabelTooLong(too_long, self.max_label_tokens)
+        return seqs
+
+    def labels(self, texts: Sequence[str], lang: str, *, ids: Sequence[str] | None = None,
+               task: str = "transcribe") -> tuple[Any, Any]:
+        """``(labels, decoder_input_ids)``: labels padded and prefix-masked with -100."""
+        seqs = self.token_sequences(texts, lang, ids=ids, task=task)
+        return collate_tokens(seqs, len(self.prefix_tokens(lang, task)), self.eot_id)
+
+    # -------------------------------------------------------------- inference
+
+    def encode(self, x: Any, start: int = 0, stop: int | None = None) -> Any:
+        """Encoder stages ``[start, stop)`` (see :func:`run_encoder`)."""
+        return run_encoder(self.model, x.to(self.device), start, stop)
+
+    def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
+                   batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128,
+                   task: str = "transcribe") -> list[str]:
+        """Batched generation with language and task forced; ``prompt`` conditions but is not returned."""
+        torch, _ = _deps()
+        out: list[str] = []
+        for i in range(0, len(audios), batch_size):
+            feats = self.features(audios[i:i + batch_size])
+            with torch.no_grad():
+                hidden = self.encode(feats)
+            out += self._generate(hidden, lang, prompt, num_beams, max_new_tokens, task)
+        return out
+
+    def transcribe_encoded(self, encoder_hidden_states: Any, lang: str, *, prompt: str | None = None,
+                           batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128,
+                           task: str = "transcribe") -> list[str]:
+        """Like :meth:`transcribe`, from final encoder outputs (batch, positions, d_model)."""
+        torch, _ = _deps()
+        hidden = torch.as_tensor(encoder_hidden_states)
+        out: list[str] = []
+        for i in range(0, hidden.shape[0], batch_size):
+            out += self._generate(hidden[i:i + batch_size], lang, prompt, num_beams, max_new_tokens, task)
+        return out
+
+    def _generate(self, hidden: Any, lang: str, prompt: str | None, num_beams: int, max_new_tokens: int,
+                  task: str) -> list[str]:
+        torch, _ = _deps()
+        from transformers.modeling_outputs import BaseModelOutput
+
+        prefix = self.prefix_tokens(lang, task)  # validates lang and task
+        prompt_ids = None
+        budget = self.model.config.max_target_positions - len(prefix)
+        if prompt is not None and prompt.strip():
+            prompt_ids = torch.as_tensor(self.tokenizer.get_prompt_ids(prompt, return_tensors="np"),
+                                         device=self.device)
+            budget -= len(prompt_ids)
+        if max_new_tokens > budget:
+            raise ValueError(f"max_new_tokens={max_new_tokens} plus the prefix and prompt exceed the decoder's "
+                             f"{self.model.config.max_target_positions} positions (at most {budget} here)")
+        hidden = hidden.to(self.device)
+        if not torch.is_autocast_enabled(self.device.type):
+            hidden = hidden.to(self.model.dtype)  # e.g. fp32 cached rows into a model loaded in bf16
+        with torch.no_grad(), _quiet_generate():
+            seqs = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
+                                       task=task, prompt_ids=prompt_ids, return_timestamps=False,
+                                       max_new_tokens=max_new_tokens, num_beams=num_beams)
+        if not isinstance(seqs, torch.Tensor):
+            seqs = seqs["sequences"]
+        return [self._text(row.tolist()) for row in seqs]
+
+    def _text(self, ids: list[int]) -> str:
+        if self.sot_id in ids:  # anything up to the forced prefix (a prompt) is not output
+            ids = ids[ids.index(self.sot_id) + 1:]
+        if self.eot_id in ids:
+            ids = ids[:ids.index(self.eot_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+class _GenerateNoise(logging.Filter):
+    """Drops transformers' per-call warnings about settings this module makes on purpose."""
+
+    NOISE = ("seem to have been set", "attention mask is not set", "together with generation-related")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+@contextlib.contextmanager
+def _quiet_generate() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("transformers.generation.utils",
+                                               "transformers.models.whisper.generation_whisper")]
+    noise = _GenerateNoise()
+    for lg in loggers:
+        lg.addFilter(noise)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(noise)
+
+
+# ------------------------------------------------------------------ batching
+
+
+def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int) -> tuple[Any, Any]:
+    """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot``.
+
+    ``decoder_input_ids`` is each sequence without its last token, padded with
+    ``pad_id``; ``labels`` is the sequence shifted left, with the forced prefix
+    positions and the padding set to -100.
+    """
+    torch, _ = _deps()
+    width = max(len(s) for s in seqs) - 1
+    dec = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    lab = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        n = len(seq) - 1
+        dec[i, :n] = torch.as_tensor(seq[:-1])
+        lab[i, :n] = torch.as_tensor(seq[1:])
+        lab[i, :num_prefix - 1] = -100
+    return lab, dec
+
+
+class WhisperCollator:
+    """Training batches from examples ``{"index", "input", "tokens", "epoch"}``.
+
+    ``input`` is 16 kHz audio when ``from_audio`` (log-mel features are computed
+    here, SpecAugment applied when configured) or a cached encoder row
+    otherwise. Returns ``encoder_input``, ``decoder_input_ids``, ``labels``
+    and ``index`` (the dataset positions, for bookkeeping).
+    """
+
+    def __init__(self, asr: WhisperASR, *, num_prefix: int, from_audio: bool,
+                 spec: SpecAugmentConfig | None = None) -> None:
+        self.asr = asr
+        self.num_prefix = num_prefix
+        self.from_audio = from_audio
+        self.spec = spec
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        torch, _ = _deps()
+        index = torch.as_tensor([e["index"] for e in examples], dtype=torch.long)
+        if self.from_audio:
+            enc = self.asr.features([e["input"] for e in examples])
+            if self.spec is not None:
+                frames = [math.ceil(len(e["input"]) / self.asr.feature_extractor.hop_length) for e in examples]
+                enc = spec_augment(enc, frames, self.spec, [(e["epoch"], e["index"]) for e in examples])
+        else:
+            enc = torch.from_numpy(np.stack([np.asarray(e["input"]) for e in examples])).to(torch.float32)
+        labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id)
+        return {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
+
+
+# ------------------------------------------------------------------ configs and random models
+
+
+def complete_generation_config(gen: Any, tokenizer: Any) -> Any:
+    """Fill the multilingual fields ``generate(language=..., task=...)`` needs, from the tokenizer."""
+    vocab = tokenizer.get_vocab()
+    langs = {t: i for t, i in vocab.items() if t.startswith("<|") and t.endswith("|>") and 4 <= len(t) <= 8
+             and t[2:-2].isalpha() and t[2:-2].islower() and t not in SPECIALS}
+    filled = []
+    defaults = {
+        "lang_to_id": langs,
+        "task_to_id": {"transcribe": vocab.get("<|transcribe|>"), "translate": vocab.get("<|translate|>")},
+        "no_timestamps_token_id": vocab.get("<|notimestamps|>"),
+        "prev_sot_token_id": vocab.get("<|startofprev|>"),
+        "decoder_start_token_id": vocab.get("<|startoftranscript|>"),
+        "eos_token_id": vocab.get("<|endoftext|>"),
+        "pad_token_id": vocab.get("<|endoftext|>"),
+        "is_multilingual": bool(langs),
+    }
+    for key, value in defaults.items():
+        if getattr(gen, key, None) in (None, {}) and value not in (None, {}):
+            setattr(gen, key, value)
+            filled.append(key)
+    if filled:
+        log.info("generation config: filled %s from the tokenizer", ", ".join(filled))
+    return gen
+
+
+def byte_level_tokenizer(num_languages: int = 99) -> Any:
+    """A Whisper tokenizer over the 256 byte symbols plus Whisper's special tokens (no merges)."""
+    _deps()
+    from tokenizers import AddedToken, pre_tokenizers
+    from transformers import WhisperTokenizer
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = WhisperTokenizer(vocab=vocab, merges=[])
+    specials = ["<|startoftranscript|>"] + [f"<|{code}|>" for code in list(LANGUAGES)[:num_languages]]
+    tok.add_tokens([AddedToken(s, special=True, normalized=False) for s in [*specials, *SPECIALS]],
+                   special_tokens=True)
+    return tok
+
+
+def save_random_whisper(out_dir: Path | str, *, tokenizer_dir: Path | str | None = None, seed: int = 0,
+                        **config: Any) -> Path:
+    """Save a random-weight Whisper (model, processor, generation config) to ``out_dir``.
+
+    ``config`` overrides WhisperConfig fields (defaults: a tiny 2+2-layer
+    model, d_model 64). The tokenizer is loaded from ``tokenizer_dir`` or is
+    :func:`byte_level_tokenizer`; ``vocab_size`` defaults to its size.
+    """
+    torch, tf = _deps()
+    tok = tf.WhisperTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else byte_level_tokenizer()
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
+    space = tok.encode(" ", add_special_tokens=False)
+    settings: dict[str, Any] = {
+        "vocab_size": len(tok), "num_mel_bins": 80, "d_model": 64, "encoder_layers": 2, "decoder_layers": 2,
+        "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 128,
+        "decoder_ffn_dim": 128, "max_source_positions": 1500, "max_target_positions": 448,
+        "pad_token_id": eot, "bos_token_id": eot, "eos_token_id": eot, "decoder_start_token_id": sot,
+        "begin_suppress_tokens": [*space, eot], "suppress_tokens": [],
+    }
+    settings.update(config)
+    torch.manual_seed(seed)
+    model = tf.WhisperForConditionalGeneration(tf.WhisperConfig(**settings)).eval()
+    processor = tf.WhisperProcessor(
+        feature_extractor=tf.WhisperFeatureExtractor(feature_size=settings["num_mel_bins"]), tokenizer=tok)
+    gen = complete_generation_config(tf.GenerationConfig(
+        max_length=settings["max_target_positions"], begin_suppress_tokens=settings["begin_suppress_tokens"],
+        suppress_tokens=settings["suppress_tokens"], bos_token_id=eot), tok)
+    asr = WhisperASR(model, processor, gen)
+    asr.save(out_dir)
+    return Path(out_dir)

@@ -1,0 +1,507 @@
+"""Fine-tune Whisper with accelerate: one loop for every strategy, checkpoint and resume.
+
+``train(model_dir, train_manifest, dev_manifest, out_dir, config, normalizer)``
+runs unchanged on one CPU or under ``accelerate launch`` (multi-GPU,
+multi-node, DDP/FSDP/DeepSpeed): processes, devices, mixed precision,
+gradient accumulation and data sharding all come from ``Accelerator``.
+
+Per run, in ``out_dir``:
+
+- ``best/`` - the model with the lowest dev WER so far: a plain transformers
+  directory (model, processor, generation config; LoRA merged) plus
+  ``speechtl_train.json`` (config, step, dev WER);
+- ``last/`` - ``accelerator.save_state`` plus ``trainer_state.json`` (step,
+  epoch position, best WER, elapsed time); ``train(..., resume=True)``
+  continues from it and ends where an uninterrupted run would have;
+- ``history.jsonl`` - step, loss, learning rate, dev WER, elapsed seconds,
+  training utterances/s;
+- ``encoder_cache/`` - frozen encoder outputs (unless ``cache_dir`` says
+  elsewhere), see :mod:`speechtl.models.encoder_cache`.
+
+Dev evaluation is greedy decoding of the whole dev manifest (shared between
+processes), scored with jiwer on text passed through the caller's
+normalizer. Training utterances are batched by label length inside seeded
+windows, so batches carry little padding and the order is reproducible.
+
+Several processes: ``accelerate launch --num_processes N ... script.py``. On
+CPUs, accelerate 1.15 only starts N processes for ``--cpu`` through mpirun;
+``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N``
+starts N CPU processes (gloo) through torchrun. Exporting ``best/`` gathers the
+full state dict with ``accelerator.get_state_dict``, so FSDP and DeepSpeed
+ZeRO-3 runs export whole weights; dev decoding runs on each process's local
+model, which under FSDP/ZeRO-3 holds only a shard (use DDP there, or ZeRO-1/2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speechtl.audio import load as load_audio
+from speechtl.manifest import atomic_write_text, read_manifest, validate, write_jsonl
+from speechtl.strategies import DEFAULT_LEARNING_RATE, LORA_TARGETS, STRATEGIES
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
+# fields that may change between an interrupted run and its resumption
+RESUMABLE_CHANGES = frozenset({"max_train_time_s", "num_threads", "dataloader_workers", "log_every_steps", "cache_dir",
+                               "cache_batch_size", "eval_batch_size"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fine-tune; validated on construction (errors name the field)."""
+
+    strategy: str = "head"  # what trains: head | top-k | lora | full (see speechtl.strategies)
+    top_k: int = 2  # top-k: encoder layers that train, counted from the top
+    lora_r: int = 32  # lora: adapter rank
+    lora_alpha: float = 64.0  # lora: adapter scale numerator (scale = lora_alpha / lora_r)
+    lora_dropout: float = 0.0  # lora: dropout on the adapter input (a random mask per adapted activation: slow on CPU)
+    lora_targets: tuple[str, ...] = LORA_TARGETS  # lora: names of the linear layers that get adapters
+    freeze_embeddings: bool = False  # keep decoder token + position embeddings fixed (not lora): less optimizer state
+    learning_rate: float | None = None  # peak AdamW rate; None = the strategy's DEFAULT_LEARNING_RATE
+    weight_decay: float = 0.0  # AdamW weight decay (never on biases and norms)
+    warmup_steps: int = 50  # linear warmup in optimizer steps, then linear decay to 0 at the last step
+    max_steps: int | None = None  # optimizer steps to run; wins over num_epochs when set
+    num_epochs: int = 5  # passes over the training set when max_steps is None
+    batch_size: int = 8  # utterances per micro-batch on each process
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float | None = 1.0  # gradient-norm clipping; None = off
+    eval_every_steps: int = 100  # dev evaluation every N optimizer steps (and always at the end)
+    eval_at_start: bool = True  # score the untrained model first; it stays "best" until training beats it
+    eval_batch_size: int = 16  # dev utterances per decoding batch
+    eval_max_new_tokens: int = 128  # decoding limit per dev utterance
+    early_stopping_patience: int | None = 5  # stop after N evaluations without a lower dev WER; None = never
+    save_every_steps: int | None = None  # write out_dir/last every N steps; None = at each evaluation
+    log_every_steps: int = 10  # one history.jsonl row every N steps (evaluations add theirs)
+    max_label_tokens: int = 448  # longest decoder sequence (prefix + text + end token)
+    long_labels: str = "error"  # over-long labels: "error" (fail, listing them) or "skip" (out_dir/skipped.jsonl)
+    spec_augment: bool = False  # SpecAugment on log-mels; needs cache_encoder=False (the encoder must see features)
+    spec_time_masks: int = 2  # SpecAugment: time masks per utterance
+    spec_time_mask_frames: int = 40  # SpecAugment: widest time mask, in 10 ms frames
+    spec_freq_masks: int = 2  # SpecAugment: frequency masks per utterance
+    spec_freq_mask_bins: int = 10  # SpecAugment: widest frequency mask, in mel bins
+    mixed_precision: str = "auto"  # no | bf16 | fp16 | auto (bf16 where the CPU or GPU has it, fp16 on older GPUs)
+    cache_encoder: bool = True  # cache the frozen encoder prefix on disk (fp16 memmap); False = recompute each step
+    cache_dir: str | None = None  # encoder cache root; None = out_dir/encoder_cache
+    cache_batch_size: int = 8  # utterances per encoder batch while building the cache
+    bucket_batches: int = 50  # batches per length-sorting window (1 = random batches, no sorting)
+    max_train_time_s: float | None = None  # wall-clock budget of this call's loop (evaluations in, cache build out)
+    num_threads: int | None = None  # torch CPU threads; None = torch's default
+    dataloader_workers: int = 0  # DataLoader worker processes
+    seed: int = 0  # seeds torch/numpy/random, data order, SpecAugment masks and adapter init
+    lang: str = "es"  # language token forced in labels and in decoding
+    task: str = "transcribe"  # transcribe | translate
+
+    def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            raise ValueError(f"TrainConfig.{name} {rule}, got {getattr(self, name)!r}")
+
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                fail(name, f"must be an integer >= {low}" + (" or null" if optional else ""))
+
+        def number(name: str, low: float, low_open: bool, high: float | None = None, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+            if not ok or (v <= low if low_open else v < low) or (high is not None and v > high):
+                span = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+                fail(name, f"must be a number {span}" + (" or null" if optional else ""))
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                fail(name, f"must be one of {list(options)}")
+
+        choice("strategy", STRATEGIES)
+        choice("mixed_precision", MIXED_PRECISION)
+        choice("long_labels", ("error", "skip"))
+        choice("task", ("transcribe", "translate"))
+        for name in ("top_k", "lora_r", "num_epochs", "batch_size", "grad_accum_steps", "eval_every_steps",
+                     "eval_batch_size", "eval_max_new_tokens", "log_every_steps", "cache_batch_size",
+                     "bucket_batches"):
+            integer(name, 1)
+        for name in ("warmup_steps", "spec_time_masks", "spec_time_mask_frames", "spec_freq_masks",
+                     "spec_freq_mask_bins", "dataloader_workers", "seed"):
+            integer(name, 0)
+        for name in ("max_steps", "save_every_steps", "num_threads"):
+            integer(name, 1, optional=True)
+        integer("early_stopping_patience", 1, optional=True)
+        integer("max_label_tokens", 5)
+        number("lora_alpha", 0, True)
+        number("lora_dropout", 0, False, 1)
+        number("learning_rate", 0, True, optional=True)
+        number("weight_decay", 0, False)
+        number("max_grad_norm", 0, True, optional=True)
+        number("max_train_time_s", 0, True, optional=True)
+        for name in ("freeze_embeddings", "eval_at_start", "spec_augment", "cache_encoder"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be true or false")
+        if (not isinstance(self.lora_targets, tuple) or not self.lora_targets
+                or not all(isinstance(t, str) and t for t in self.lora_targets)):
+            fail("lora_targets", "must be a non-empty tuple of module names")
+        if not isinstance(self.lang, str) or not self.lang.isalpha() or not self.lang.islower():
+            fail("lang", "must be a lower-case language code such as 'es'")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            fail("cache_dir", "must be a path string or null")
+        if self.spec_augment and self.cache_encoder:
+            fail("spec_augment", "needs cache_encoder=false (cached encoder outputs never see the masked features)")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """From a mapping (e.g. YAML); unknown keys are errors."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train setting(s) {unknown}; valid settings are {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("lora_targets"), list):
+            data["lora_targets"] = tuple(data["lora_targets"])
+        return cls(**data)
+
+    @property
+    def peak_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.strategy]
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress report passed to ``train(progress=...)`` on every process."""
+
+    kind: str  # "cache" (encoder cache build), "step" (optimizer step), "eval" (dev WER) or "done"
+    step: int  # optimizer steps done
+    total_steps: int  # optimizer steps planned
+    done: int = 0  # "cache": rows built so far
+    total: int = 0  # "cache": rows to build
+    loss: float | None = None  # "step": mean micro-batch loss on this process
+    lr: float | None = None  # "step": learning rate used
+    dev_wer: float | None = None  # "eval"/"done": dev WER
+    utterance_ids: tuple[str, ...] = ()  # "step": utterances this process trained on in this step
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced and what it cost."""
+
+    best_dir: Path | None  # out_dir/best (None if no evaluation happened)
+    best_dev_wer: float | None  # dev WER of best_dir
+    baseline_dev_wer: float | None  # dev WER of the untrained model (eval_at_start)
+    best_step: int | None  # optimizer step of best_dir
+    steps: int  # optimizer steps done
+    stop_reason: str  # "max_steps", "epochs", "early_stopping" or "time_budget"
+    wall_time_s: float  # seconds in train(), cache build and evaluations included
+    train_time_s: float  # seconds spent in training steps (across resumptions)
+    train_utterances_per_s: float  # training utterances (all processes) per second of train_time_s
+    trainable_params: int  # parameters that were trained
+    total_params: int  # all parameters (adapters included)
+    strategy: str  # strategy that ran
+    cache_build_s: float  # seconds this process spent building encoder cache rows (0 = all hits or no cache)
+    cache_stage: int  # encoder stages read from the cache (0 = no cache)
+    mixed_precision: str  # precision that ran ("no", "bf16", "fp16")
+    num_processes: int  # processes that trained
+    weights_sha256: str  # hash of the final in-memory weights of this process (equal on every process)
+    history_path: Path  # out_dir/history.jsonl
+
+
+def resolve_mixed_precision(setting: str, device: Any) -> str:
+    """``auto`` -> ``bf16`` on a GPU or CPU with bf16 support, ``fp16`` on other GPUs, else ``no``."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        if any(check is not None and check() for check in checks):
+            return "bf16"
+    return "no"
+
+
+def _check_resume(saved: dict[str, Any], config: TrainConfig, last_dir: Path) -> None:
+    now = dataclasses.asdict(config)
+    now["lora_targets"] = list(config.lora_targets)
+    changed = sorted(k for k, v in saved.items() if k not in RESUMABLE_CHANGES and now.get(k, v) != v)
+    changed += sorted(k for k in now if k not in saved)
+    if changed:
+        raise ValueError(f"cannot resume {last_dir}: setting(s) {changed} differ from the interrupted run "
+                         f"(only {sorted(RESUMABLE_CHANGES)} may change)")
+
+
+def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path | str, out_dir: Path | str,
+          config: TrainConfig, normalizer: Callable[[str], str],
+          progress: Callable[[TrainEvent], object] | None = None, *, resume: bool = False) -> TrainResult:
+    """Fine-tune the Whisper model in ``model_dir``; see the module docstring for what lands in ``out_dir``.
+
+    ``normalizer`` is applied to dev references and hypotheses before WER.
+    ``progress`` is called with :class:`TrainEvent` on every process. With
+    ``resume`` the run continues from ``out_dir/last`` when it exists; without
+    it an existing ``out_dir/last`` is an error (nothing is overwritten).
+    """
+    try:
+        import torch
+        from accelerate import Accelerator, PartialState
+        from accelerate.state import AcceleratorState, GradientState
+        from accelerate.utils import gather_object, parse_flag_from_env, set_seed
+        from transformers import get_linear_schedule_with_warmup
+    except ImportError as exc:
+        raise ImportError(f"training needs {exc.name}: pip install 'speechtl[train]'") from exc
+    from speechtl.models.encoder_cache import cache_whisper_encoder
+    from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator
+    from speechtl.strategies import (LengthBucketSampler, TrainSet, apply_strategy, export_model,
+                                     normalize_hypothesis, param_groups, references, swap_dir, train_module,
+                                     training_items, weights_sha256)
+
+    started = time.perf_counter()
+    out_dir, emit = Path(out_dir), (progress or (lambda event: None))
+    last_dir, best_dir, history_path = out_dir / "last", out_dir / "best", out_dir / "history.jsonl"
+    saved: dict[str, Any] | None = None
+    if (last_dir / STATE_FILE).is_file():
+        if not resume:
+            raise FileExistsError(f"{last_dir} holds an earlier run: pass resume=True to continue it, or use a new "
+                                  "out_dir")
+        saved = json.loads((last_dir / STATE_FILE).read_text(encoding="utf-8"))
+        _check_resume(saved["config"], config, last_dir)
+    elif resume:
+        log.info("resume: nothing saved in %s, starting from scratch", last_dir)
+
+    AcceleratorState._reset_state()  # a fresh precision/accumulation setup per call (PartialState is kept)
+    GradientState._reset_state()
+    # the same CPU flag Accelerator reads, or a multi-process CPU launch would start undistributed
+    precision = resolve_mixed_precision(config.mixed_precision,
+                                        PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device)
+    acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps)
+    if precision == "fp16" and acc.device.type == "cpu":
+        raise ValueError("TrainConfig.mixed_precision='fp16' needs a GPU; use 'bf16', 'auto' or 'no' on a CPU")
+    rank, world, is_main = acc.process_index, acc.num_processes, acc.is_main_process
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+
+    asr = WhisperASR.load(model_dir, device=acc.device, max_label_tokens=config.max_label_tokens)
+    try:
+        prefix = asr.prefix_tokens(config.lang, config.task)
+    except ValueError as exc:
+        raise ValueError(f"TrainConfig.lang={config.lang!r}: {exc}") from exc
+    train_utts, tokens, skipped = training_items(read_manifest(train_manifest), asr, lang=config.lang,
+                                                 task=config.task, long_labels=config.long_labels,
+                                                 where=str(train_manifest))
+    if skipped and is_main:
+        write_jsonl(out_dir / "skipped.jsonl", skipped)
+    dev_utts = read_manifest(dev_manifest)
+    problems = validate(dev_utts)
+    if problems or not dev_utts:
+        raise ValueError(f"{dev_manifest}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
+    refs = references(dev_utts, normalizer, str(dev_manifest))
+
+    setup = apply_strategy(asr.model, config.strategy, top_k=config.top_k, lora_r=config.lora_r,
+                           lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                           lora_targets=config.lora_targets, freeze_embeddings=config.freeze_embeddings)
+    cache_stage = setup.frozen_stages if config.cache_encoder else 0
+    rows = dev_rows = None
+    cache_s = 0.0
+    if cache_stage:
+        all_rows, stats = cache_whisper_encoder(
+            asr, train_utts + dev_utts, cache_stage, Path(config.cache_dir or out_dir / "encoder_cache"),
+            precision=precision, batch_size=config.cache_batch_size, rank=rank, world=world,
+            barrier=acc.wait_for_everyone,
+            progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
+        rows, dev_rows = all_rows.part(0, len(train_utts)), all_rows.part(len(train_utts), len(all_rows))
+        cache_s = stats.build_s
+
+    module = train_module(asr.model, cache_stage, setup.frozen_stages)
+    module.train()
+    sampler = LengthBucketSampler([len(t) for t in tokens], config.batch_size, config.bucket_batches, config.seed)
+    spec = (SpecAugmentConfig(config.spec_time_masks, config.spec_time_mask_frames, config.spec_freq_masks,
+                              config.spec_freq_mask_bins, config.seed) if config.spec_augment else None)
+    collator = WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec)
+    dataset = TrainSet(train_utts, tokens, rows, sampler)
+    # a private generator: creating an iterator draws a worker seed, which must not move the global RNG
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+                                         num_workers=config.dataloader_workers,
+                                         generator=torch.Generator().manual_seed(config.seed))
+    optimizer = torch.optim.AdamW(param_groups(module, config.weight_decay), lr=config.peak_learning_rate)
+    micro_per_epoch = math.ceil(len(sampler) / world)
+    total_steps = config.max_steps or config.num_epochs * math.ceil(micro_per_epoch / config.grad_accum_steps)
+    # accelerate steps a prepared scheduler once per process per optimizer step: lengths are scaled to match
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps) * world,
+                                                total_steps * world)
+    module, optimizer, loader, scheduler = acc.prepare(module, optimizer, loader, scheduler)
+    inner = acc.unwrap_model(module)
+
+    st: dict[str, Any] = {"step": 0, "epoch": 0, "consumed": 0, "best_wer": None, "best_step": None,
+                          "baseline_wer": None, "bad_evals": 0, "train_time_s": 0.0, "utterances": 0,
+                          "last_eval_step": None}
+    if saved is not None:
+        acc.load_state(str(last_dir))
+        st.update(saved["state"])
+        log.info("resumed %s at step %d (epoch %d, batch %d)", last_dir, st["step"], st["epoch"], st["consumed"])
+        if is_main and history_path.is_file():
+            kept = [ln for ln in history_path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= st["step"]]
+            atomic_write_text(history_path, "".join(ln + "\n" for ln in kept))
+    elif is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        history_path.unlink(missing_ok=True)
+
+    def record(**row: Any) -> None:
+        if is_main:
+            full = {"step": st["step"], "epoch": st["epoch"], "loss": None, "lr": None, "dev_wer": None,
+                    "elapsed_s": round(time.perf_counter() - started, 3), "utterances_per_s": None, **row}
+            with history_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(full) + "\n")
+
+    def evaluate() -> float:
+        inner.eval()
+        mine = list(range(rank, len(dev_utts), world))
+        hyps: list[str] = []
+        with torch.no_grad(), acc.autocast():
+            for lo in range(0, len(mine), config.eval_batch_size):
+                chunk = mine[lo:lo + config.eval_batch_size]
+                if dev_rows is not None:
+                    x = torch.from_numpy(dev_rows.rows(chunk)).to(torch.float32)
+                else:
+                    x = asr.features([load_audio(dev_utts[i].audio_filepath) for i in chunk],
+                                     ids=[dev_utts[i].id for i in chunk])
+                hidden = inner.encoder_output(x.to(acc.device))
+                hyps += asr.transcribe_encoded(hidden, config.lang, task=config.task, batch_size=len(chunk),
+                                               max_new_tokens=config.eval_max_new_tokens)
+        inner.train()
+        pairs = dict(gather_object(list(zip(mine, hyps, strict=True))))
+        import jiwer
+
+        return float(jiwer.wer(refs, [normalize_hypothesis(normalizer, pairs[i]) for i in range(len(dev_utts))]))
+
+    def save_best(wer: float) -> None:
+        state_dict = acc.get_state_dict(module)  # collective under FSDP/DeepSpeed
+        if is_main:
+            meta = {"config": _config_json(config), "step": st["step"], "dev_wer": wer, "strategy": config.strategy,
+                    "base_model": str(model_dir)}
+            export_model(state_dict, asr, best_dir, lora_scaling=setup.lora_scaling, meta=meta)
+        acc.wait_for_everyone()
+
+    def save_last() -> None:
+        tmp = out_dir / ".last.tmp"
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if is_main:
+            atomic_write_text(tmp / STATE_FILE, json.dumps({"config": _config_json(config), "state": st}, indent=2))
+            swap_dir(tmp, last_dir)
+        acc.wait_for_everyone()
+
+    def run_eval() -> bool:
+        """Evaluate, keep the best; True when early stopping says stop."""
+        wer = evaluate()
+        st["last_eval_step"] = st["step"]
+        improved = st["best_wer"] is None or wer < st["best_wer"]
+        if improved:
+            st.update(best_wer=wer, best_step=st["step"], bad_evals=0)
+            save_best(wer)
+        else:
+            st["bad_evals"] += 1
+        log.info("step %d: dev WER %.4f (best %.4f at step %s)", st["step"], wer, st["best_wer"], st["best_step"])
+        record(dev_wer=wer)
+        emit(TrainEvent("eval", st["step"], total_steps, dev_wer=wer))
+        patience = config.early_stopping_patience
+        return patience is not None and st["bad_evals"] >= patience
+
+    if saved is None and config.eval_at_start:
+        run_eval()
+        st["baseline_wer"] = st["best_wer"]
+    save_every = config.save_every_steps or config.eval_every_steps
+    loop_started = tick = time.perf_counter()  # tick: end of the last timed stretch (data loading is timed)
+    window: dict[str, Any] = {"loss": 0.0, "micro": 0, "utts": 0, "time": 0.0, "ids": []}
+    stop_reason: str | None = None
+    while stop_reason is None:
+        if st["step"] >= total_steps:
+            stop_reason = "max_steps" if config.max_steps else "epochs"
+            break
+        sampler.use_epoch(st["epoch"])
+        batches = acc.skip_first_batches(loader, st["consumed"]) if st["consumed"] else loader
+        for batch in batches:
+            index = batch.pop("index").tolist()
+            with acc.accumulate(module):
+                loss = module(**batch)
+                acc.backward(loss)
+                if acc.sync_gradients and config.max_grad_norm is not None:
+                    acc.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            st["consumed"] += 1
+            window["loss"] += loss.detach()
+            window["micro"] += 1
+            window["utts"] += len(index) * world
+            window["ids"] += [train_utts[i].id for i in index]
+            if not acc.sync_gradients:
+                continue
+            mean_loss = float(window["loss"]) / window["micro"]  # one device sync per optimizer step
+            now = time.perf_counter()
+            window["time"] += now - tick
+            st["step"] += 1
+            st["train_time_s"] += window["time"]
+            st["utterances"] += window["utts"]
+            emit(TrainEvent("step", st["step"], total_steps, loss=mean_loss, lr=lr,
+                            utterance_ids=tuple(window["ids"])))
+            if st["step"] % config.log_every_steps == 0 or st["step"] == total_steps:
+                shared = float(acc.reduce(torch.tensor(mean_loss, device=acc.device), "mean"))
+                record(loss=shared, lr=lr, utterances_per_s=round(window["utts"] / max(window["time"], 1e-9), 3))
+            window = {"loss": 0.0, "micro": 0, "utts": 0, "time": 0.0, "ids": []}
+            if st["step"] % config.eval_every_steps == 0 and run_eval():
+                stop_reason = "early_stopping"
+            elif config.max_train_time_s is not None:
+                over = torch.tensor(float(time.perf_counter() - loop_started > config.max_train_time_s),
+                                    device=acc.device)
+                if float(acc.reduce(over, "sum")) > 0:
+                    stop_reason = "time_budget"
+            if st["step"] >= total_steps and stop_reason is None:
+                stop_reason = "max_steps" if config.max_steps else "epochs"
+            if stop_reason is None and st["step"] % save_every == 0:
+                save_last()
+            if stop_reason is not None:
+                break
+            tick = time.perf_counter()  # evaluation and checkpoint time is not training time
+        else:
+            st["epoch"] += 1
+            st["consumed"] = 0
+
+    if st["last_eval_step"] != st["step"] and stop_reason != "early_stopping":
+        run_eval()
+    save_last()
+    wer = st["best_wer"]
+    emit(TrainEvent("done", st["step"], total_steps, dev_wer=wer))
+    result = TrainResult(
+        best_dir=best_dir if best_dir.is_dir() else None, best_dev_wer=wer, baseline_dev_wer=st["baseline_wer"],
+        best_step=st["best_step"], steps=st["step"], stop_reason=stop_reason or "max_steps",
+        wall_time_s=time.perf_counter() - started, train_time_s=st["train_time_s"],
+        train_utterances_per_s=st["utterances"] / max(st["train_time_s"], 1e-9),
+        trainable_params=setup.trainable_params, total_params=setup.total_params, strategy=config.strategy,
+        cache_build_s=cache_s, cache_stage=cache_stage, mixed_precision=precision, num_processes=world,
+        weights_sha256=weights_sha256(inner), history_path=history_path)
+    log.info("training done: %s after %d steps, best dev WER %s, %.2f utterances/s", result.stop_reason,
+             result.steps, wer, result.train_utterances_per_s)
+    return result
+
+
+def _config_json(config: TrainConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["lora_targets"] = list(config.lora_targets)
+    return data
