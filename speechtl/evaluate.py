@@ -428,33 +428,52 @@ def _load_audio(utt: Utterance) -> np.ndarray:
         raise EvaluationError(f"utterance {utt.id}: field 'audio_filepath' {utt.audio_filepath}: {exc}") from exc
 
 
+def _duration_s(utt: Utterance) -> float:
+    return utt.duration if utt.duration is not None else 0.0
+
+
 def _transcribe_all(transcriber: Transcriber, utts: list[Utterance], lang: str, prompt: str | None,
                      batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[list[str], dict]:
-    hyps: list[str] = []
+    """Transcribe in batches of similar duration (less padding, shorter decodes); hypotheses in manifest order.
+
+    A transcriber with ``transcribe_utterances(utts, lang, *, prompt, batch_size)`` (e.g. one reading cached
+    encoder outputs) gets the utterances themselves; any other gets their decoded audio.
+    """
+    by_utts = getattr(transcriber, "transcribe_utterances", None)
+    order = sorted(range(len(utts)), key=lambda i: _duration_s(utts[i]))
+    hyps: list[str | None] = [None] * len(utts)
     decode_s = load_s = audio_s = 0.0
-    for start in range(0, len(utts), batch_size):
-        batch = utts[start:start + batch_size]
+    done = 0
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        batch = [utts[i] for i in indices]
         t0 = time.perf_counter()
-        audios = [_load_audio(u) for u in batch]
-        t1 = time.perf_counter()
-        out = transcriber.transcribe(audios, lang, prompt=prompt, batch_size=batch_size)
+        if by_utts is not None:
+            t1 = t0
+            out = by_utts(batch, lang, prompt=prompt, batch_size=batch_size)
+            audio_s += sum(_duration_s(u) for u in batch)
+        else:
+            audios = [_load_audio(u) for u in batch]
+            t1 = time.perf_counter()
+            out = transcriber.transcribe(audios, lang, prompt=prompt, batch_size=batch_size)
+            audio_s += sum(len(a) for a in audios) / SAMPLE_RATE
         decode_s += time.perf_counter() - t1
         load_s += t1 - t0
-        audio_s += sum(len(a) for a in audios) / SAMPLE_RATE
         out = list(out)
         if len(out) != len(batch):
             raise EvaluationError(f"transcriber returned {len(out)} transcripts for a batch of {len(batch)} "
                                   f"(utterances {batch[0].id} .. {batch[-1].id})")
-        for utt, hyp in zip(batch, out):
+        for i, utt, hyp in zip(indices, batch, out):
             if not isinstance(hyp, str):
                 raise EvaluationError(f"utterance {utt.id}: transcriber returned {type(hyp).__name__}, not str")
-        hyps.extend(out)
+            hyps[i] = hyp
+        done += len(batch)
         if progress is not None:
-            progress(len(hyps), len(utts))
-        log.debug("decoded %d/%d utterances", len(hyps), len(utts))
+            progress(done, len(utts))
+        log.debug("decoded %d/%d utterances", done, len(utts))
     timing = {"decode_time_s": decode_s, "audio_load_time_s": load_s, "audio_duration_s": audio_s,
               "rtf": decode_s / audio_s if audio_s > 0 else None}
-    return hyps, timing
+    return [h for h in hyps if h is not None], timing
 
 
 def evaluate_manifest(

@@ -158,6 +158,19 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
     return results
 
 
+def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
+    """What evaluation decodes with: cached encoder outputs when the strategy never changes the encoder."""
+    if recipe.train.strategy != "head" or not recipe.train.cache_encoder:
+        return asr
+    from speechtl.models.encoder_cache import CachedEncoderTranscriber
+    from speechtl.train import resolve_mixed_precision
+
+    precision = resolve_mixed_precision(recipe.train.mixed_precision, asr.device)
+    cache_dir = Path(recipe.train.cache_dir) if recipe.train.cache_dir else run_dir / "encoder_cache"
+    return CachedEncoderTranscriber(asr, cache_dir, precision=precision, batch_size=recipe.train.cache_batch_size,
+                                    num_beams=recipe.eval.num_beams)
+
+
 def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, resume: bool = False,
           notify: Notify = log.info) -> dict[str, Any]:
     """Run the whole job; returns the report payload."""
@@ -189,7 +202,15 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
     timings["model_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    baseline = WhisperASR.load(model.hf_dir)
+    baseline = _transcriber(WhisperASR.load(model.hf_dir), recipe, run_dir)
+    if hasattr(baseline, "prepare"):  # one encoder pass for every utterance of the run
+        everything = [u for path in (train_manifest, dev_manifest, *sets.values()) for u in read_manifest(path)]
+        unique = list({u.id + "\0" + u.audio_filepath: u for u in everything}.values())
+        stats = baseline.prepare(unique)
+        notify(f"encoder cache: {len(unique)} utterances, {stats.built} computed in {stats.build_s:.0f} s "
+               f"({baseline.precision}) -> {baseline.root}")
+    timings["encoder_cache_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     evaluations = {"baseline": _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify)}
     if recipe.eval.prompt_with_terms and recipe.eval.terms:
         from speechtl.evaluate import read_terms
@@ -202,7 +223,8 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
     timings["baseline_eval_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed)
+    train_config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed,
+                                       cache_dir=recipe.train.cache_dir or str(run_dir / "encoder_cache"))
     result = train(
         model.hf_dir, train_manifest, dev_manifest, run_dir / "checkpoints", train_config,
         get_normalizer(recipe.lang, strip_accents=True, check_alphabet=False), resume=resume,
@@ -214,7 +236,7 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
     timings["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    adapted = WhisperASR.load(result.best_dir)
+    adapted = _transcriber(WhisperASR.load(result.best_dir), recipe, run_dir)
     evaluations["adapted"] = _evaluate_all(adapted, "adapted", sets, run_dir, recipe, str(result.best_dir), None, notify)
     del adapted
     timings["adapted_eval_s"] = time.perf_counter() - t

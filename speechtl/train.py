@@ -261,7 +261,7 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
     except ImportError as exc:
         raise ImportError(f"training needs {exc.name}: pip install 'speechtl[train]'") from exc
     from speechtl.models.encoder_cache import cache_whisper_encoder
-    from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator
+    from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
     from speechtl.strategies import (LengthBucketSampler, TrainSet, apply_strategy, export_model,
                                      normalize_hypothesis, param_groups, references, swap_dir, train_module,
                                      training_items, weights_sha256)
@@ -367,7 +367,8 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
 
     def evaluate() -> float:
         inner.eval()
-        mine = list(range(rank, len(dev_utts), world))
+        # batches of similar duration, each with a decoding limit sized to its longest clip
+        mine = sorted(range(rank, len(dev_utts), world), key=lambda i: dev_utts[i].duration or 0.0)
         hyps: list[str] = []
         with torch.no_grad(), acc.autocast():
             for lo in range(0, len(mine), config.eval_batch_size):
@@ -379,7 +380,9 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
                                      ids=[dev_utts[i].id for i in chunk])
                 hidden = inner.encoder_output(x.to(acc.device))
                 hyps += asr.transcribe_encoded(hidden, config.lang, task=config.task, batch_size=len(chunk),
-                                               max_new_tokens=config.eval_max_new_tokens)
+                                               max_new_tokens=token_budget(
+                                                   max(dev_utts[i].duration or 0.0 for i in chunk) or None,
+                                                   config.eval_max_new_tokens))
         inner.train()
         pairs = dict(gather_object(list(zip(mine, hyps, strict=True))))
         import jiwer

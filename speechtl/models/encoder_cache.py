@@ -276,3 +276,46 @@ def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root:
 
     return cache.ensure(utts, compute, batch_size=batch_size, rank=rank, world=world, barrier=barrier,
                         progress=progress)
+
+
+class CachedEncoderTranscriber:
+    """Transcribes manifest utterances from cached outputs of a frozen Whisper encoder.
+
+    When an adaptation leaves the whole encoder frozen (strategy ``head``),
+    the baseline and the adapted model share encoder outputs: computing them
+    once for every evaluation set and reading them back makes evaluation a
+    decoder-only job. Both systems read the very same rows, so the comparison
+    stays fair; rows are computed with the run's ``precision`` (bf16 where
+    supported), recorded in each evaluation's metrics.
+    """
+
+    def __init__(self, asr: Any, root: Path | str, *, precision: str, batch_size: int = 8,
+                 max_new_tokens: int = 128, num_beams: int = 1) -> None:
+        from speechtl.models.whisper import num_encoder_stages, token_budget
+
+        self._budget = token_budget
+
+        self.asr = asr
+        self.root = Path(root)
+        self.precision = precision
+        self.stage = num_encoder_stages(asr.model)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+
+    def prepare(self, utts: Sequence[Utterance], progress: Callable[[int, int], None] | None = None) -> CacheStats:
+        """Build the rows missing for ``utts`` (call once with every set, before evaluating)."""
+        _, stats = cache_whisper_encoder(self.asr, utts, self.stage, self.root, precision=self.precision,
+                                         batch_size=self.batch_size, progress=progress)
+        return stats
+
+    def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
+                              batch_size: int = 8) -> list[str]:
+        import torch
+
+        rows, _ = cache_whisper_encoder(self.asr, utts, self.stage, self.root, precision=self.precision,
+                                        batch_size=self.batch_size)
+        hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
+        budget = self._budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
+        return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
+                                           num_beams=self.num_beams, max_new_tokens=budget)

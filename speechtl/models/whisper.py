@@ -109,6 +109,13 @@ def spec_augment(features: Any, num_frames: Sequence[int], config: SpecAugmentCo
 # ------------------------------------------------------------------ encoder stages
 
 
+def token_budget(duration_s: float | None, cap: int = 128) -> int:
+    """Decoding limit for speech of ``duration_s``: generous for speech (10 tokens/s), short for loops."""
+    if duration_s is None:
+        return cap
+    return max(16, min(cap, 16 + int(10 * duration_s + 0.999)))
+
+
 def num_encoder_stages(model: Any) -> int:
     """Stages of ``model``'s encoder: conv stem, each layer, final layer norm."""
     return len(model.model.encoder.layers) + 2
@@ -269,16 +276,22 @@ class WhisperASR:
         return run_encoder(self.model, x.to(self.device), start, stop)
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
-                   batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128,
+                   batch_size: int = 8, num_beams: int = 1, max_new_tokens: int | None = None,
                    task: str = "transcribe") -> list[str]:
-        """Batched generation with language and task forced; ``prompt`` conditions but is not returned."""
+        """Batched generation with language and task forced; ``prompt`` conditions but is not returned.
+
+        ``max_new_tokens=None`` sizes the limit to each batch's longest clip (:func:`token_budget`), so a
+        hallucination loop ends early instead of holding the whole batch for 128 steps.
+        """
         torch, _ = _deps()
         out: list[str] = []
         for i in range(0, len(audios), batch_size):
-            feats = self.features(audios[i:i + batch_size])
+            batch = audios[i:i + batch_size]
+            feats = self.features(batch)
             with torch.no_grad():
                 hidden = self.encode(feats)
-            out += self._generate(hidden, lang, prompt, num_beams, max_new_tokens, task)
+            limit = max_new_tokens or token_budget(max(len(a) for a in batch) / SAMPLE_RATE)
+            out += self._generate(hidden, lang, prompt, num_beams, limit, task)
         return out
 
     def transcribe_encoded(self, encoder_hidden_states: Any, lang: str, *, prompt: str | None = None,

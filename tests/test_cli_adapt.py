@@ -1,0 +1,99 @@
+"""`speechtl adapt`, `eval` and `transcribe` end to end on a tiny random Whisper (flow, files, report)."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("ctranslate2")
+
+from speechtl.cli import main  # noqa: E402
+from speechtl.manifest import read_manifest  # noqa: E402
+from speechtl.models.whisper import save_random_whisper  # noqa: E402
+
+SR = 16000
+SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "por favor", "buenas noches",
+             "sí señor", "de nada", "perdone usted", "hasta mañana", "con permiso", "claro que sí"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt")
+    corpus = root / "corpus"
+    for spk in range(3):
+        (corpus / f"spk{spk}").mkdir(parents=True)
+        for i, text in enumerate(SENTENCES):
+            t = np.arange(int(SR * (0.6 + 0.05 * i))) / SR
+            tone = 0.3 * np.sin(2 * np.pi * (200 + 60 * i + 15 * spk) * t)
+            sf.write(corpus / f"spk{spk}" / f"u{i}.wav", tone.astype(np.float32), SR)
+            (corpus / f"spk{spk}" / f"u{i}.txt").write_text(text, encoding="utf-8")
+    model = save_random_whisper(root / "tiny", seed=1)
+    terms = root / "terms.txt"
+    terms.write_text("gracias\nbuenas noches\n", encoding="utf-8")
+    recipe = {
+        "name": "tiny",
+        "lang": "es",
+        "model": str(model),
+        "data": {"sources": [{
+            "name": "corpus", "kind": "corpus", "format": "folder", "path": str(corpus),
+            "split": {"dev_share": 0.2, "test_share": 0.2, "by_speaker": False, "seed": 1},
+        }]},
+        "train": {"strategy": "head", "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 1,
+                  "eval_every_steps": 2, "eval_max_new_tokens": 8, "mixed_precision": "no"},
+        "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4},
+        "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32"},
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return {"root": root, "recipe": path, "model": model, "corpus": corpus}
+
+
+def test_adapt_writes_the_whole_run(setup, capsys):
+    runs = setup["root"] / "runs"
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=4", "--runs", str(runs)]) == 0
+    run = runs / "tiny"
+    for name in ("config.yaml", "report.json", "report.md", "export/hf/config.json", "export/ct2/model.bin",
+                 "data/train.jsonl", "data/dev.jsonl", "data/corpus/test.jsonl",
+                 "eval/baseline/corpus-test/metrics.json", "eval/adapted/corpus-test/hypotheses.jsonl"):
+        assert (run / name).exists(), name
+    report = json.loads((run / "report.json").read_text())
+    assert report["recipe"]["train"]["max_steps"] == 4  # the override is in the resolved config
+    assert set(report["evaluations"]) == {"baseline", "adapted"}
+    base = report["evaluations"]["baseline"]["corpus/test"]
+    assert base["num_utts"] == len(read_manifest(run / "data/corpus/test.jsonl"))
+    assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
+    train_texts = {u.text for u in read_manifest(run / "data/train.jsonl")}
+    assert not train_texts & {u.text for u in read_manifest(run / "data/corpus/test.jsonl")}
+    assert "| corpus/test (primary) |" in (run / "report.md").read_text()
+    out = capsys.readouterr().out
+    assert "eval baseline" in out and "export ct2" in out
+
+    # a second run reuses the prepared data and the encoder cache
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "--runs", str(runs)]) == 1  # checkpoints/last exists and no --resume: refused
+    assert "last" in capsys.readouterr().err
+
+
+def test_eval_and_transcribe(setup, tmp_path, capsys):
+    manifest = tmp_path / "m.jsonl"
+    wavs = sorted(setup["corpus"].glob("spk0/*.wav"))[:3]
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(w), "text": w.with_suffix(".txt").read_text()})
+                                + "\n" for w in wavs), encoding="utf-8")
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(setup["model"]), "--manifest", str(manifest), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("wer", "cer", "num_utts", "substitutions", "deletions", "insertions", "normalizer"):
+        assert key in metrics
+    assert metrics["num_utts"] == 3 and metrics["wer"] >= 0
+    assert len((out / "hypotheses.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    assert main(["transcribe", "--model", str(setup["model"]), *map(str, wavs[:2])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(w) for w in wavs[:2]]
+
+
+def test_adapt_with_a_bad_override_names_the_key(setup, capsys):
+    assert main(["adapt", str(setup["recipe"]), "train.strategy=everything"]) == 1
+    assert "strategy" in capsys.readouterr().err
