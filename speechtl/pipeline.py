@@ -173,54 +173,45 @@ def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
 
 def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, resume: bool = False,
           notify: Notify = log.info) -> dict[str, Any]:
-    """Run the whole job; returns the report payload."""
-    from speechtl.evaluate import scoring_normalizer
-    from speechtl.export import export_ct2, export_hf
+    """Run the whole job; returns the report payload (empty on processes other than the main one)."""
     from speechtl.models.registry import resolve
-    from speechtl.models.whisper import WhisperASR
-    from speechtl.report import write_report
     from speechtl.text import get_normalizer
     from speechtl.train import train
 
+    from accelerate import PartialState
+
+    # Under `accelerate launch` every process runs this function: the main process prepares data, resolves
+    # the model and evaluates; the others reuse its files, and all of them train together.
+    state = PartialState()
+    main = state.is_main_process
+    if not main:
+        notify = log.debug
     started = time.perf_counter()
     timings: dict[str, float] = {}
     run_dir = runs_dir / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    if main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
 
     t = time.perf_counter()
-    prepared = {s.name: prepare_source(s, recipe, run_dir / "data" / s.name, notify) for s in recipe.sources}
-    train_manifest = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl")
-    dev_manifest = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
-    sets = _eval_sets(recipe, prepared)
-    _check_disjoint(train_manifest, sets)
+    with state.main_process_first():
+        prepared = {s.name: prepare_source(s, recipe, run_dir / "data" / s.name, notify) for s in recipe.sources}
+        train_manifest = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl")
+        dev_manifest = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
+        sets = _eval_sets(recipe, prepared)
+        _check_disjoint(train_manifest, sets)
     timings["data_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    model = resolve(recipe.model)
+    with state.main_process_first():
+        model = resolve(recipe.model)
     notify(f"model {recipe.model}: {model.hf_dir} ({model.source})")
     timings["model_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    baseline = _transcriber(WhisperASR.load(model.hf_dir), recipe, run_dir)
-    if hasattr(baseline, "prepare"):  # one encoder pass for every utterance of the run
-        everything = [u for path in (train_manifest, dev_manifest, *sets.values()) for u in read_manifest(path)]
-        unique = list({u.id + "\0" + u.audio_filepath: u for u in everything}.values())
-        stats = baseline.prepare(unique)
-        notify(f"encoder cache: {len(unique)} utterances, {stats.built} computed in {stats.build_s:.0f} s "
-               f"({baseline.precision}) -> {baseline.root}")
-    timings["encoder_cache_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    evaluations = {"baseline": _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify)}
-    if recipe.eval.prompt_with_terms and recipe.eval.terms:
-        from speechtl.evaluate import read_terms
-
-        prompt = ", ".join(read_terms(recipe.eval.terms))
-        evaluations["baseline+prompt"] = _evaluate_all(
-            baseline, "baseline+prompt", sets, run_dir, recipe, recipe.model, prompt, notify
-        )
-    del baseline
-    timings["baseline_eval_s"] = time.perf_counter() - t
+    evaluations: dict[str, Any] = {}
+    if main:
+        _baseline(recipe, model, run_dir, train_manifest, dev_manifest, sets, evaluations, timings, notify)
+    state.wait_for_everyone()
 
     t = time.perf_counter()
     train_config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed,
@@ -234,6 +225,44 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
         f"best dev WER {result.best_dev_wer:.1%} -> {result.best_dir}"
     )
     timings["train_s"] = time.perf_counter() - t
+    if not main:
+        return {}
+    return _finish(recipe, resolved, model, run_dir, prepared, sets, result, evaluations, timings, started, notify)
+
+
+def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: Path, dev_manifest: Path,
+              sets: dict[str, Path], evaluations: dict[str, Any], timings: dict[str, float], notify: Notify) -> None:
+    from speechtl.models.whisper import WhisperASR
+
+    t = time.perf_counter()
+    baseline = _transcriber(WhisperASR.load(model.hf_dir), recipe, run_dir)
+    if hasattr(baseline, "prepare"):  # one encoder pass for every utterance of the run
+        everything = [u for path in (train_manifest, dev_manifest, *sets.values()) for u in read_manifest(path)]
+        unique = list({u.id + "\0" + u.audio_filepath: u for u in everything}.values())
+        stats = baseline.prepare(unique)
+        notify(f"encoder cache: {len(unique)} utterances, {stats.built} computed in {stats.build_s:.0f} s "
+               f"({baseline.precision}) -> {baseline.root}")
+    timings["encoder_cache_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify)
+    if recipe.eval.prompt_with_terms and recipe.eval.terms:
+        from speechtl.evaluate import read_terms
+
+        prompt = ", ".join(read_terms(recipe.eval.terms))
+        evaluations["baseline+prompt"] = _evaluate_all(
+            baseline, "baseline+prompt", sets, run_dir, recipe, recipe.model, prompt, notify
+        )
+    timings["baseline_eval_s"] = time.perf_counter() - t
+
+
+def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir: Path,
+            prepared: dict[str, dict[str, Path]], sets: dict[str, Path], result: Any, evaluations: dict[str, Any],
+            timings: dict[str, float], started: float, notify: Notify) -> dict[str, Any]:
+    """Adapted evaluation, export and report (main process)."""
+    from speechtl.evaluate import scoring_normalizer
+    from speechtl.export import export_ct2, export_hf
+    from speechtl.models.whisper import WhisperASR
+    from speechtl.report import write_report
 
     t = time.perf_counter()
     adapted = _transcriber(WhisperASR.load(result.best_dir), recipe, run_dir)
