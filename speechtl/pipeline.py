@@ -147,7 +147,8 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
         out_dir = run_dir / "eval" / system / ref.replace("/", "-")
         metrics = evaluate_manifest(
             asr, manifest, out_dir, lang=recipe.lang, normalizer=scoring_normalizer(recipe.lang), prompt=prompt,
-            terms=terms, batch_size=recipe.eval.batch_size, model_name=model_name, extra={"system": system},
+            terms=terms, batch_size=recipe.eval.batch_size, model_name=model_name,
+            extra={"system": system, "encoder_cache_precision": getattr(asr, "precision", None)},
         )  # fmt: skip
         results[ref] = metrics
         recall = metrics.get("terms", {}).get("recall") if metrics.get("terms") else None

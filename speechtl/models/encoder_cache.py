@@ -238,14 +238,13 @@ def stage_tensors(model: Any, stop: int) -> list[tuple[str, Any]]:
     return sorted((n, t) for n, t in named if n.startswith(tuple(prefixes)))
 
 
-def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root: Path | str, *, precision: str,
-                          batch_size: int = 8, rank: int = 0, world: int = 1,
-                          barrier: Callable[[], None] | None = None,
-                          progress: Callable[[int, int], None] | None = None) -> tuple[CachedRows, CacheStats]:
-    """Rows of Whisper encoder stages ``[0, stage)`` for ``utts``, built where missing.
+def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
+                          precision: str) -> tuple[EncoderCache, Callable[[list[Utterance]], np.ndarray]]:
+    """The cache of Whisper encoder stages ``[0, stage)`` for ``asr``'s weights, and the function computing rows.
 
     ``precision`` ("no", "bf16", "fp16") is the autocast used to compute them;
-    it is part of the model key, like the frozen weights and feature settings.
+    it is part of the model key, like the frozen weights and feature settings
+    (hashing the weights is the costly part: build this once per model).
     """
     import torch
 
@@ -274,6 +273,15 @@ def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root:
             asr.model.train(was_training)
         return hidden.float().cpu().numpy()
 
+    return cache, compute
+
+
+def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root: Path | str, *, precision: str,
+                          batch_size: int = 8, rank: int = 0, world: int = 1,
+                          barrier: Callable[[], None] | None = None,
+                          progress: Callable[[int, int], None] | None = None) -> tuple[CachedRows, CacheStats]:
+    """Rows of Whisper encoder stages ``[0, stage)`` for ``utts``, built where missing."""
+    cache, compute = whisper_encoder_cache(asr, stage, root, precision=precision)
     return cache.ensure(utts, compute, batch_size=batch_size, rank=rank, world=world, barrier=barrier,
                         progress=progress)
 
@@ -286,36 +294,35 @@ class CachedEncoderTranscriber:
     once for every evaluation set and reading them back makes evaluation a
     decoder-only job. Both systems read the very same rows, so the comparison
     stays fair; rows are computed with the run's ``precision`` (bf16 where
-    supported), recorded in each evaluation's metrics.
+    supported), which the pipeline records in each evaluation's metrics.
     """
 
     def __init__(self, asr: Any, root: Path | str, *, precision: str, batch_size: int = 8,
                  max_new_tokens: int = 128, num_beams: int = 1) -> None:
-        from speechtl.models.whisper import num_encoder_stages, token_budget
-
-        self._budget = token_budget
+        from speechtl.models.whisper import num_encoder_stages
 
         self.asr = asr
         self.root = Path(root)
         self.precision = precision
-        self.stage = num_encoder_stages(asr.model)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
+        self._cache, self._compute = whisper_encoder_cache(asr, num_encoder_stages(asr.model), self.root,
+                                                           precision=precision)
 
     def prepare(self, utts: Sequence[Utterance], progress: Callable[[int, int], None] | None = None) -> CacheStats:
         """Build the rows missing for ``utts`` (call once with every set, before evaluating)."""
-        _, stats = cache_whisper_encoder(self.asr, utts, self.stage, self.root, precision=self.precision,
-                                         batch_size=self.batch_size, progress=progress)
+        _, stats = self._cache.ensure(utts, self._compute, batch_size=self.batch_size, progress=progress)
         return stats
 
     def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
                               batch_size: int = 8) -> list[str]:
         import torch
 
-        rows, _ = cache_whisper_encoder(self.asr, utts, self.stage, self.root, precision=self.precision,
-                                        batch_size=self.batch_size)
+        from speechtl.models.whisper import token_budget
+
+        rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
         hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
-        budget = self._budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
+        budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
         return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
                                            num_beams=self.num_beams, max_new_tokens=budget)
