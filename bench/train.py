@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from speechtl.audio import load as load_audio
-from speechtl.evaluate import score, scoring_normalizer
+from speechtl.scoring import score, scoring_normalizer
 from speechtl.manifest import read_manifest, write_jsonl
 from speechtl.models.registry import resolve
 from speechtl.models.whisper import WhisperASR

@@ -176,7 +176,8 @@ def _load_asr(model: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from speechtl.evaluate import evaluate_manifest, read_terms
+    from speechtl.evaluate import evaluate_manifest
+    from speechtl.scoring import read_terms
 
     asr = _load_asr(args.model)
     metrics = evaluate_manifest(

@@ -139,7 +139,8 @@ def _eval_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> di
 
 def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, recipe: RecipeConfig,
                   model_name: str, prompt: str | None, notify: Notify) -> dict[str, dict[str, Any]]:
-    from speechtl.evaluate import evaluate_manifest, read_terms, scoring_normalizer
+    from speechtl.evaluate import evaluate_manifest
+    from speechtl.scoring import read_terms, scoring_normalizer
 
     terms = read_terms(recipe.eval.terms) if recipe.eval.terms else None
     results = {}
@@ -247,7 +248,7 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
     t = time.perf_counter()
     evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify)
     if recipe.eval.prompt_with_terms and recipe.eval.terms:
-        from speechtl.evaluate import read_terms
+        from speechtl.scoring import read_terms
 
         prompt = ", ".join(read_terms(recipe.eval.terms))
         evaluations["baseline+prompt"] = _evaluate_all(
@@ -260,7 +261,7 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
             prepared: dict[str, dict[str, Path]], sets: dict[str, Path], result: Any, evaluations: dict[str, Any],
             timings: dict[str, float], started: float, notify: Notify) -> dict[str, Any]:
     """Adapted evaluation, export and report (main process)."""
-    from speechtl.evaluate import scoring_normalizer
+    from speechtl.scoring import scoring_normalizer
     from speechtl.export import export_ct2, export_hf
     from speechtl.models.whisper import WhisperASR
     from speechtl.report import write_report

@@ -1,4 +1,4 @@
-"""Tests for speechtl.evaluate: scoring, per-speaker and term breakdowns, manifest decoding."""
+"""Tests for speechtl.scoring and speechtl.evaluate: scoring, per-speaker and term breakdowns, manifest decoding."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechtl import evaluate
-from speechtl.evaluate import (
+from speechtl import evaluate, scoring
+from speechtl.evaluate import evaluate_manifest
+from speechtl.scoring import (
     EvaluationError,
     bootstrap_ci,
-    evaluate_manifest,
     read_terms,
     score,
     scoring_normalizer,
@@ -52,7 +52,7 @@ def test_word_counts_and_wer(name, refs, hyps, counts, wer):
     assert s.wer == pytest.approx(jiwer.wer([ES(r) for r in refs], norm_hyps))
     assert s.cer == pytest.approx(jiwer.cer([ES(r) for r in refs], norm_hyps))
     # per-utterance counts add up to the corpus counts
-    total = sum((u.words for u in s.utterances), evaluate.Counts())
+    total = sum((u.words for u in s.utterances), scoring.Counts())
     assert (total.hits, total.substitutions, total.deletions, total.insertions) == counts
 
 
