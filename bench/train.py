@@ -31,7 +31,8 @@ from speechtl.scoring import score, scoring_normalizer
 from speechtl.manifest import read_manifest, write_jsonl
 from speechtl.models.registry import resolve
 from speechtl.models.whisper import WhisperASR
-from speechtl.train import TrainConfig, resolve_mixed_precision, train
+from speechtl.train import train
+from speechtl.train_config import TrainConfig, resolve_mixed_precision
 
 
 def dev_wer(model_dir: Path, dev, lang: str) -> float:

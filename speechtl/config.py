@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from speechtl.manifest import SplitConfig
-from speechtl.train import TrainConfig
+from speechtl.train_config import TrainConfig
 
 
 class ConfigError(ValueError):

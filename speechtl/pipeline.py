@@ -165,7 +165,7 @@ def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
     if recipe.train.strategy != "head" or not recipe.train.cache_encoder:
         return asr
     from speechtl.models.encoder_cache import CachedEncoderTranscriber
-    from speechtl.train import resolve_mixed_precision
+    from speechtl.train_config import resolve_mixed_precision
 
     precision = resolve_mixed_precision(recipe.train.mixed_precision, asr.device)
     cache_dir = Path(recipe.train.cache_dir) if recipe.train.cache_dir else run_dir / "encoder_cache"
