@@ -143,11 +143,12 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
     from speechtl.scoring import read_terms, scoring_normalizer
 
     terms = read_terms(recipe.eval.terms) if recipe.eval.terms else None
+    normalizer = scoring_normalizer(recipe.lang)
     results = {}
     for ref, manifest in sets.items():
         out_dir = run_dir / "eval" / system / ref.replace("/", "-")
         metrics = evaluate_manifest(
-            asr, manifest, out_dir, lang=recipe.lang, normalizer=scoring_normalizer(recipe.lang), prompt=prompt,
+            asr, manifest, out_dir, lang=recipe.lang, normalizer=normalizer, prompt=prompt,
             terms=terms, batch_size=recipe.eval.batch_size, model_name=model_name,
             extra={"system": system, "encoder_cache_precision": getattr(asr, "precision", None)},
         )  # fmt: skip
@@ -177,7 +178,7 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
           notify: Notify = log.info) -> dict[str, Any]:
     """Run the whole job; returns the report payload (empty on processes other than the main one)."""
     from speechtl.models.registry import resolve
-    from speechtl.text import get_normalizer
+    from speechtl.scoring import scoring_normalizer
     from speechtl.train import train
 
     from accelerate import PartialState
@@ -220,7 +221,7 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
                                        cache_dir=recipe.train.cache_dir or str(run_dir / "encoder_cache"))
     result = train(
         model.hf_dir, train_manifest, dev_manifest, run_dir / "checkpoints", train_config,
-        get_normalizer(recipe.lang, strip_accents=True, check_alphabet=False), resume=resume,
+        scoring_normalizer(recipe.lang), resume=resume,
     )  # fmt: skip
     notify(
         f"train {train_config.strategy}: {result.steps} steps, {result.wall_time_s:.0f} s, "
@@ -281,11 +282,12 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
+    normalizer = scoring_normalizer(recipe.lang)
     payload = {
         "recipe": resolved,
         "model": {"name": recipe.model, "hf_dir": str(model.hf_dir), "source": model.source},
         "data": {name: {k: str(v) for k, v in paths.items()} for name, paths in prepared.items()},
-        "normalizer": {"name": scoring_normalizer(recipe.lang).name, "settings": scoring_normalizer(recipe.lang).settings},
+        "normalizer": {"name": normalizer.name, "settings": normalizer.settings},
         "primary": recipe.eval.primary,
         "forgetting": recipe.eval.forgetting,
         "evaluations": evaluations,
