@@ -290,14 +290,18 @@ def _item_rng(seed: int, voice_id: str, sentence_id: str) -> np.random.Generator
     return np.random.default_rng([seed, key])
 
 
-def _split_key(text: str, lang: str) -> str:
-    """The sentence key split() will see: that of the normalized transcript."""
+def _split_keys(sentences: list[tuple[str, str]], lang: str) -> dict[str, str]:
+    """Sentence id -> the sentence key split() will see: that of the normalized transcript."""
     from speechtl.text import TextRejected, get_normalizer
 
-    try:
-        return sentence_key(get_normalizer(lang)(text))
-    except TextRejected:  # prepare will quarantine it; any split will do
-        return sentence_key(text)
+    normalizer = get_normalizer(lang)
+    keys = {}
+    for sentence_id, text in sentences:
+        try:
+            keys[sentence_id] = sentence_key(normalizer(text))
+        except TextRejected:  # prepare will quarantine it; any split will do
+            keys[sentence_id] = sentence_key(text)
+    return keys
 
 
 def _voices_for(sentence_id: str, voices: list[Voice], config: SynthConfig) -> list[Voice]:
@@ -406,7 +410,7 @@ def synthesize_corpus(
     # only when split() will hold out both (with < 3 voices it splits by sentence alone)
     if holdout is not None and holdout.by_speaker and holdout.by_sentence and len(voices) >= 3:
         voice_split = assign((v.id for v in voices), holdout, "speaker")
-        keys = {sid: _split_key(t, config.lang) for sid, t in sentences}
+        keys = _split_keys(sentences, config.lang)
         by_text = assign(keys.values(), holdout, "sentence")
         sentence_split = {sid: by_text[keys[sid]] for sid, _ in sentences}
         pools = {name: [v for v in voices if voice_split[v.id] == name] for name in set(voice_split.values())}
