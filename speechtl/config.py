@@ -46,12 +46,15 @@ class SourceConfig:
     options: dict[str, Any] = field(default_factory=dict)  # importer options
     sentences: tuple[str, ...] = ()  # synth: sentence files, relative to the repo root
     max_sentences: int | None = None  # synth: seeded subset of the sentences (CPU budget); None = all
+    terms: str | None = None  # synth: term list the subset must cover (one term a line)
+    min_term_sentences: int = 0  # synth: the subset keeps at least this many sentences of each term
     engine: str = "kokoro"  # synth: "kokoro" or "espeak"
     num_voices: int = 10  # synth: voices (speakers) to create
     voices_per_sentence: int | None = 1  # synth: voices that say each sentence
     channel: ChannelSpec | None = None  # synth: telephone channel simulation
     split: SplitConfig = field(default_factory=SplitConfig)  # held-out rules for this source
     use: tuple[str, ...] = ("train", "dev", "test")  # which splits the run uses
+    max_train_utterances: int | None = None  # a seeded sample of at most N train utterances (e.g. rehearsal data)
     max_reject_share: float = 0.2  # data prep fails above this rejected share
 
     def __post_init__(self) -> None:
@@ -59,6 +62,10 @@ class SourceConfig:
             raise ConfigError(f"data.sources.{self.name}.kind: {self.kind!r} must be 'corpus' or 'synth'")
         if self.kind == "synth" and not self.sentences:
             raise ConfigError(f"data.sources.{self.name}.sentences: a synth source needs sentence files")
+        if self.max_train_utterances is not None and self.max_train_utterances < 1:
+            raise ConfigError(f"data.sources.{self.name}.max_train_utterances: must be >= 1 or null")
+        if self.min_term_sentences and not self.terms:
+            raise ConfigError(f"data.sources.{self.name}.min_term_sentences: needs a 'terms' file")
         for split_name in self.use:
             if split_name not in ("train", "dev", "test"):
                 raise ConfigError(f"data.sources.{self.name}.use: {split_name!r} is not train, dev or test")
@@ -149,6 +156,11 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -31,8 +32,13 @@ DATA_VERSION = 1  # bump when prepared data from an older speechtl must not be r
 Notify = Callable[[str], None]
 
 
+# source fields that only choose what the run takes from prepared data: changing them re-prepares nothing
+_COMBINE_FIELDS = ("use", "max_train_utterances")
+
+
 def _fingerprint(source: SourceConfig, lang: str) -> str:
-    payload = json.dumps({"source": asdict(source), "lang": lang, "v": DATA_VERSION}, sort_keys=True, default=str)
+    fields = {k: v for k, v in asdict(source).items() if k not in _COMBINE_FIELDS}
+    payload = json.dumps({"source": fields, "lang": lang, "v": DATA_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -82,13 +88,48 @@ def _corpus_items(source: SourceConfig) -> list:
     return list(read_corpus(path, format=source.format, **source.options))
 
 
+def pick_sentences(sentences: list[tuple[str, str]], source: SourceConfig, seed: int) -> list[tuple[str, str]]:
+    """The seeded subset of ``source.max_sentences`` sentences, in file order.
+
+    With ``source.terms``, sentences holding each term (matched as whole
+    words, case and accents aside) are taken first, in seeded order, until the
+    term has ``min_term_sentences`` of them or none are left; random sentences
+    fill the rest. A subset too small for that is an error, not a silent cut.
+    """
+    n = source.max_sentences
+    rng = random.Random(f"{seed}:{source.name}")
+    if not source.terms or not source.min_term_sentences:
+        keep = set(rng.sample(range(len(sentences)), n))
+        return [s for i, s in enumerate(sentences) if i in keep]
+    from speechtl.scoring import read_terms
+
+    order = list(range(len(sentences)))
+    rng.shuffle(order)
+    keys = [f" {sentence_key(text)} " for _, text in sentences]
+    chosen: set[int] = set()
+    for term in read_terms(source.terms):
+        key = f" {sentence_key(term)} "
+        have = sum(key in keys[i] for i in chosen)
+        for i in order:
+            if have >= source.min_term_sentences:
+                break
+            if i not in chosen and key in keys[i]:
+                chosen.add(i)
+                have += 1
+    if len(chosen) > n:
+        raise ConfigError(f"data.sources.{source.name}.max_sentences: {n} sentences cannot hold "
+                          f"{source.min_term_sentences} sentences of each term in {source.terms} "
+                          f"({len(chosen)} needed)")
+    chosen.update([i for i in order if i not in chosen][: n - len(chosen)])
+    return [s for i, s in enumerate(sentences) if i in chosen]
+
+
 def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify) -> list:
     from speechtl.synth import ChannelConfig, SynthConfig, read_sentences, synthesize_corpus
 
     sentences = [s for path in source.sentences for s in read_sentences(Path(path))]
     if source.max_sentences is not None and source.max_sentences < len(sentences):
-        keep = set(random.Random(f"{recipe.seed}:{source.name}").sample(range(len(sentences)), source.max_sentences))
-        sentences = [s for i, s in enumerate(sentences) if i in keep]
+        sentences = pick_sentences(sentences, source, recipe.seed)
     channel = None
     if source.channel is not None:
         channel = ChannelConfig(**asdict(source.channel), seed=recipe.seed)
@@ -109,7 +150,12 @@ def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_n
     utts = []
     for source in recipe.sources:
         if split_name in source.use:
-            utts.extend(read_manifest(prepared[source.name][split_name]))
+            part = read_manifest(prepared[source.name][split_name])
+            n = source.max_train_utterances
+            if split_name == "train" and n is not None and n < len(part):
+                keep = set(random.Random(f"{recipe.seed}:{source.name}:train").sample(range(len(part)), n))
+                part = [u for i, u in enumerate(part) if i in keep]
+            utts.extend(part)
     if not utts:
         raise ConfigError(f"no source uses its {split_name} split; set data.sources.NAME.use")
     write_jsonl(out, utts)
@@ -162,16 +208,20 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
 
 
 def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
-    """What evaluation decodes with: cached encoder outputs when the strategy never changes the encoder."""
-    if recipe.train.strategy != "head" or not recipe.train.cache_encoder:
+    """What evaluation decodes with: cached outputs of the encoder prefix the strategy never changes."""
+    train = recipe.train
+    n_layers = len(asr.model.model.encoder.layers)
+    # encoder stages (0 = conv stem, 1..n = layers, n + 1 = final norm) frozen for every system of the run
+    stage = {"head": n_layers + 2, "top-k": n_layers + 1 - train.top_k}.get(train.strategy)
+    if stage is None or stage < 1 or not train.cache_encoder:
         return asr
     from speechtl.models.encoder_cache import CachedEncoderTranscriber
     from speechtl.train_config import resolve_mixed_precision
 
-    precision = resolve_mixed_precision(recipe.train.mixed_precision, asr.device)
-    cache_dir = Path(recipe.train.cache_dir) if recipe.train.cache_dir else run_dir / "encoder_cache"
-    return CachedEncoderTranscriber(asr, cache_dir, precision=precision, batch_size=recipe.train.cache_batch_size,
-                                    num_beams=recipe.eval.num_beams)
+    precision = resolve_mixed_precision(train.mixed_precision, asr.device)
+    cache_dir = Path(train.cache_dir) if train.cache_dir else run_dir / "encoder_cache"
+    return CachedEncoderTranscriber(asr, cache_dir, precision=precision, stage=stage,
+                                    batch_size=train.cache_batch_size, num_beams=recipe.eval.num_beams)
 
 
 def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, resume: bool = False,
@@ -213,6 +263,10 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
 
     evaluations: dict[str, Any] = {}
     if main:
+        checkpoints = run_dir / "checkpoints"
+        if checkpoints.exists() and not resume:  # a re-run trains afresh; --resume continues instead
+            notify(f"train: removing the earlier run's {checkpoints} (pass --resume to continue it)")
+            shutil.rmtree(checkpoints)
         _baseline(recipe, model, run_dir, train_manifest, dev_manifest, sets, evaluations, timings, notify)
     state.wait_for_everyone()
 

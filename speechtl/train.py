@@ -111,8 +111,8 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
     from speechtl.models.encoder_cache import cache_whisper_encoder
     from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
     from speechtl.strategies import (LengthBucketSampler, TrainSet, apply_strategy, export_model,
-                                     normalize_hypothesis, param_groups, references, swap_dir, train_module,
-                                     training_items, weights_sha256)
+                                     normalize_hypothesis, param_groups, references, set_dropout, swap_dir,
+                                     train_module, training_items, weights_sha256)
 
     started = time.perf_counter()
     out_dir, emit = Path(out_dir), (progress or (lambda event: None))
@@ -156,6 +156,8 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
         raise ValueError(f"{dev_manifest}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
     refs = references(dev_utts, normalizer, str(dev_manifest))
 
+    if config.dropout is not None:
+        set_dropout(asr.model, config.dropout)
     setup = apply_strategy(asr.model, config.strategy, top_k=config.top_k, lora_r=config.lora_r,
                            lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                            lora_targets=config.lora_targets, freeze_embeddings=config.freeze_embeddings)

@@ -27,6 +27,7 @@ class TrainConfig:
     lora_dropout: float = 0.0  # lora: dropout on the adapter input (a random mask per adapted activation: slow on CPU)
     lora_targets: tuple[str, ...] = LORA_TARGETS  # lora: names of the linear layers that get adapters
     freeze_embeddings: bool = False  # keep decoder token + position embeddings fixed (not lora): less optimizer state
+    dropout: float | None = None  # residual dropout of the trainable transformer layers; None = the model's own (0)
     learning_rate: float | None = None  # peak AdamW rate; None = the strategy's DEFAULT_LEARNING_RATE
     weight_decay: float = 0.0  # AdamW weight decay (never on biases and norms)
     warmup_steps: int = 50  # linear warmup in optimizer steps, then linear decay to 0 at the last step
@@ -102,6 +103,7 @@ class TrainConfig:
         integer("max_label_tokens", 5)
         number("lora_alpha", 0, True)
         number("lora_dropout", 0, False, 1)
+        number("dropout", 0, False, 0.9, optional=True)
         number("learning_rate", 0, True, optional=True)
         number("weight_decay", 0, False)
         number("max_grad_norm", 0, True, optional=True)

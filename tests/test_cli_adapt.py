@@ -71,9 +71,17 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     out = capsys.readouterr().out
     assert "eval baseline" in out and "export ct2" in out
 
-    # a second run reuses the prepared data and the encoder cache
-    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "--runs", str(runs)]) == 1  # checkpoints/last exists and no --resume: refused
-    assert "last" in capsys.readouterr().err
+    # a second run reuses the prepared data (taking a seeded sample of its train split) and the encoder cache,
+    # and trains afresh (no --resume)
+    assert len(read_manifest(run / "data/train.jsonl")) > 5
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "data.sources.corpus.max_train_utterances=5",
+                 "--runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "data corpus: reusing" in out and "0 computed" in out and "removing the earlier run" in out
+    report = json.loads((run / "report.json").read_text())
+    assert report["train"]["steps"] == 2
+    sample = read_manifest(run / "data/train.jsonl")
+    assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
 
 
 def test_eval_and_transcribe(setup, tmp_path, capsys):
@@ -97,3 +105,31 @@ def test_eval_and_transcribe(setup, tmp_path, capsys):
 def test_adapt_with_a_bad_override_names_the_key(setup, capsys):
     assert main(["adapt", str(setup["recipe"]), "train.strategy=everything"]) == 1
     assert "strategy" in capsys.readouterr().err
+
+
+def test_pick_sentences_keeps_each_term_and_is_seeded(tmp_path):
+    from speechtl.config import ConfigError, SourceConfig
+    from speechtl.pipeline import pick_sentences
+
+    terms = tmp_path / "terms.txt"
+    terms.write_text("omeprazol\nInsulina lenta\n", encoding="utf-8")
+    filler = [(f"s{i}", f"frase corriente número {i}") for i in range(40)]
+    rare = [("t1", "tome el omeprazol"), ("t2", "la INSULINA lenta de noche"), ("t3", "Omeprazol, otra vez"),
+            ("t4", "insulina rápida")]  # t4 holds a word of a term, not the term
+    sentences = filler[:20] + rare + filler[20:]
+
+    def source(**kw):
+        return SourceConfig(name="med", kind="synth", sentences=("x",), terms=str(terms), **kw)
+
+    picked = pick_sentences(sentences, source(max_sentences=6, min_term_sentences=2), seed=0)
+    ids = [i for i, _ in picked]
+    assert len(picked) == 6 and {"t1", "t2", "t3"} <= set(ids)  # both omeprazol sentences, the one insulina lenta
+    assert ids == [i for i, _ in sentences if i in ids]  # file order
+    assert picked == pick_sentences(sentences, source(max_sentences=6, min_term_sentences=2), seed=0)
+    assert picked != pick_sentences(sentences, source(max_sentences=6, min_term_sentences=2), seed=1)
+    plain = pick_sentences(sentences, source(max_sentences=6), seed=0)  # no minimum: a plain seeded sample
+    assert len(plain) == 6
+    with pytest.raises(ConfigError, match="max_sentences: 2 sentences cannot hold 2 sentences of each term"):
+        pick_sentences(sentences, source(max_sentences=2, min_term_sentences=2), seed=0)
+    with pytest.raises(ConfigError, match="min_term_sentences: needs a 'terms' file"):
+        SourceConfig(name="med", kind="synth", sentences=("x",), min_term_sentences=2)

@@ -31,6 +31,9 @@ def test_overrides_apply_by_dotted_key_and_list_item_name():
     assert recipe.train.strategy == "lora"
     assert recipe.source("asterisk").path == "/corpora/x"
     assert resolved["train"]["strategy"] == "lora"
+    # YAML 1.1 reads 1e-4 (no dot) as a string; a number field still takes it
+    recipe, _ = load_recipe(ROOT / "recipes/es.yaml", {"train.learning_rate": "1e-4", "train.dropout": "0.1"})
+    assert recipe.train.learning_rate == 1e-4 and recipe.train.dropout == 0.1
 
 
 def _minimal(**changes):

@@ -27,6 +27,7 @@ from speechtl.strategies import (  # noqa: E402
     apply_strategy,
     merge_lora_state_dict,
     normalize_hypothesis,
+    set_dropout,
     train_module,
     training_items,
 )
@@ -94,6 +95,7 @@ def losses(history: Path) -> list[float]:
     ("lang", "ES", "TrainConfig.lang"),
     ("spec_augment", True, "TrainConfig.spec_augment needs cache_encoder=false"),
     ("eval_at_start", 1, "TrainConfig.eval_at_start"),
+    ("dropout", 1.0, "TrainConfig.dropout must be a number >= 0 and <= 0.9"),
 ])
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
@@ -199,6 +201,24 @@ def test_lora_merge_matches_the_adapted_model(tiny):
         assert not unexpected and set(missing) <= {"proj_out.weight"}
         merged = plain(input_features=feats, decoder_input_ids=dec).logits
     assert torch.allclose(merged, adapted, atol=1e-4)
+
+
+def test_dropout_reaches_the_layers_and_only_acts_in_training(tiny):
+    asr = WhisperASR.load(tiny)
+    assert set_dropout(asr.model, 0.3) == 2 + len(asr.model.model.encoder.layers) + len(asr.model.model.decoder.layers)
+    assert all(layer.dropout == 0.3 for layer in asr.model.model.decoder.layers)
+    assert asr.model.model.decoder.layers[0].self_attn.dropout == 0.0  # attention dropout is a separate setting
+    feats = torch.randn(1, 80, 3000)
+    dec = torch.tensor([asr.prefix_tokens("es") + [70, 71]])
+    with torch.no_grad():
+        asr.model.eval()
+        assert torch.equal(asr.model(input_features=feats, decoder_input_ids=dec).logits,
+                           asr.model(input_features=feats, decoder_input_ids=dec).logits)
+        asr.model.train()
+        torch.manual_seed(0)
+        a = asr.model(input_features=feats, decoder_input_ids=dec).logits
+        b = asr.model(input_features=feats, decoder_input_ids=dec).logits
+    assert not torch.allclose(a, b)
 
 
 EXPECTED_GROUPS = {

@@ -252,3 +252,23 @@ def test_collator_builds_batches_from_audio_and_rows(asr):
             for i, t in enumerate(tokens)]
     cached = WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)
     assert cached["encoder_input"].dtype == torch.float32 and cached["encoder_input"][1].eq(1).all()
+
+
+@pytest.mark.parametrize("stage", [None, 1, 3])
+def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, stage):
+    import soundfile as sf
+
+    from speechtl.manifest import Utterance
+    from speechtl.models.encoder_cache import CachedEncoderTranscriber
+
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
+    utts = []
+    for i, audio in enumerate(audios):
+        sf.write(tmp_path / f"u{i}.wav", audio, SR)
+        utts.append(Utterance(f"u{i}", str(tmp_path / f"u{i}.wav"), "x", duration=len(audio) / SR))
+    cached = CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=stage)
+    assert cached.prepare(utts).built == 3 and cached.prepare(utts).built == 0
+    expected = talkative.transcribe(audios, "es")  # one batch: the same duration-bounded token budget
+    assert cached.transcribe_utterances(utts, "es") == expected
+    with pytest.raises(ValueError, match="stage 0"):
+        CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=0)

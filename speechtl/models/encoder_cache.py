@@ -287,28 +287,34 @@ def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root:
 
 
 class CachedEncoderTranscriber:
-    """Transcribes manifest utterances from cached outputs of a frozen Whisper encoder.
+    """Transcribes manifest utterances from cached outputs of a frozen Whisper encoder prefix.
 
-    When an adaptation leaves the whole encoder frozen (strategy ``head``),
-    the baseline and the adapted model share encoder outputs: computing them
-    once for every evaluation set and reading them back makes evaluation a
-    decoder-only job. Both systems read the very same rows, so the comparison
-    stays fair; rows are computed with the run's ``precision`` (bf16 where
-    supported), which the pipeline records in each evaluation's metrics.
+    When an adaptation leaves encoder stages ``[0, stage)`` frozen (all of them
+    for ``head``, the conv stem and lower layers for ``top-k``), the baseline
+    and the adapted model share those stages' outputs: computing them once for
+    every evaluation set and reading them back leaves only the remaining
+    encoder stages and the decoder to run. Both systems read the very same
+    rows, so the comparison stays fair; rows and the remaining stages run with
+    the run's ``precision`` (bf16 where supported), which the pipeline records
+    in each evaluation's metrics. ``stage=None`` caches the whole encoder.
     """
 
-    def __init__(self, asr: Any, root: Path | str, *, precision: str, batch_size: int = 8,
-                 max_new_tokens: int = 128, num_beams: int = 1) -> None:
+    def __init__(self, asr: Any, root: Path | str, *, precision: str, stage: int | None = None,
+                 batch_size: int = 8, max_new_tokens: int = 128, num_beams: int = 1) -> None:
         from speechtl.models.whisper import num_encoder_stages
 
+        total = num_encoder_stages(asr.model)
+        stage = total if stage is None else stage
+        if not 1 <= stage <= total:
+            raise ValueError(f"encoder cache stage {stage} must be between 1 and the model's {total} stages")
         self.asr = asr
         self.root = Path(root)
         self.precision = precision
+        self.stage = stage
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
-        self._cache, self._compute = whisper_encoder_cache(asr, num_encoder_stages(asr.model), self.root,
-                                                           precision=precision)
+        self._cache, self._compute = whisper_encoder_cache(asr, stage, self.root, precision=precision)
 
     def prepare(self, utts: Sequence[Utterance], progress: Callable[[int, int], None] | None = None) -> CacheStats:
         """Build the rows missing for ``utts`` (call once with every set, before evaluating)."""
@@ -319,10 +325,19 @@ class CachedEncoderTranscriber:
                               batch_size: int = 8) -> list[str]:
         import torch
 
-        from speechtl.models.whisper import token_budget
+        from speechtl.models.whisper import num_encoder_stages, token_budget
 
         rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
         hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
+        if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+            was_training = self.asr.model.training
+            self.asr.model.eval()
+            try:
+                with torch.no_grad(), torch.autocast(self.asr.device.type, dtype=dtype, enabled=dtype is not None):
+                    hidden = self.asr.encode(hidden, self.stage).float()
+            finally:
+                self.asr.model.train(was_training)
         budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
         return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
                                            num_beams=self.num_beams, max_new_tokens=budget)
