@@ -209,10 +209,10 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
 
 def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
     """What evaluation decodes with: cached outputs of the encoder prefix the strategy never changes."""
+    from speechtl.strategies import frozen_prefix
+
     train = recipe.train
-    n_layers = len(asr.model.model.encoder.layers)
-    # encoder stages (0 = conv stem, 1..n = layers, n + 1 = final norm) frozen for every system of the run
-    stage = {"head": n_layers + 2, "top-k": n_layers + 1 - train.top_k}.get(train.strategy)
+    stage = frozen_prefix(train.strategy, len(asr.model.model.encoder.layers), train.top_k)
     if stage is None or stage < 1 or not train.cache_encoder:
         return asr
     from speechtl.models.encoder_cache import CachedEncoderTranscriber

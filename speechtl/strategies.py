@@ -100,6 +100,12 @@ def frozen_stages(model: Any) -> int:
     return len(stages)
 
 
+def frozen_prefix(strategy: str, num_layers: int, top_k: int) -> int | None:
+    """The leading encoder stages ``strategy`` never trains, known before it is applied (None: they depend on
+    which modules it adapts). Equals ``apply_strategy(...).frozen_stages`` for ``head`` and ``top-k``."""
+    return {"head": num_layers + 2, "top-k": num_layers + 1 - top_k}.get(strategy)
+
+
 def apply_strategy(model: Any, strategy: str, *, top_k: int = 2, lora_r: int = 32, lora_alpha: float = 64.0,
                    lora_dropout: float = 0.0, lora_targets: tuple[str, ...] = LORA_TARGETS,
                    freeze_embeddings: bool = False) -> StrategySetup:

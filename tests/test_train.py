@@ -25,6 +25,7 @@ from speechtl.models.whisper import WhisperASR, num_encoder_stages, save_random_
 from speechtl.strategies import (  # noqa: E402
     LengthBucketSampler,
     apply_strategy,
+    frozen_prefix,
     merge_lora_state_dict,
     normalize_hypothesis,
     set_dropout,
@@ -201,6 +202,13 @@ def test_lora_merge_matches_the_adapted_model(tiny):
         assert not unexpected and set(missing) <= {"proj_out.weight"}
         merged = plain(input_features=feats, decoder_input_ids=dec).logits
     assert torch.allclose(merged, adapted, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy,top_k", [("head", 2), ("top-k", 1), ("top-k", 2)])
+def test_frozen_prefix_matches_the_applied_strategy(tiny, strategy, top_k):
+    asr = WhisperASR.load(tiny)
+    setup = apply_strategy(asr.model, strategy, top_k=top_k)
+    assert frozen_prefix(strategy, len(asr.model.model.encoder.layers), top_k) == setup.frozen_stages
 
 
 def test_dropout_reaches_the_layers_and_only_acts_in_training(tiny):

@@ -246,8 +246,6 @@ def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
     it is part of the model key, like the frozen weights and feature settings
     (hashing the weights is the costly part: build this once per model).
     """
-    import torch
-
     from speechtl.audio import load as load_audio
 
     fe = asr.feature_extractor
@@ -259,21 +257,26 @@ def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
     key = model_key(stage_tensors(asr.model, stage), settings)
     cfg = asr.model.config
     cache = EncoderCache(root, key, (cfg.max_source_positions, cfg.d_model))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    device = asr.device
 
     def compute(batch: list[Utterance]) -> np.ndarray:
         feats = asr.features([load_audio(u.audio_filepath) for u in batch], ids=[u.id for u in batch])
-        was_training = asr.model.training
-        asr.model.eval()
-        try:
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                hidden = asr.encode(feats.to(device), 0, stage)
-        finally:
-            asr.model.train(was_training)
-        return hidden.float().cpu().numpy()
+        return _encode(asr, feats, 0, stage, precision).cpu().numpy()
 
     return cache, compute
+
+
+def _encode(asr: Any, x: Any, start: int, stop: int | None, precision: str) -> Any:
+    """Encoder stages ``[start, stop)`` in eval mode, without gradients, under ``precision`` autocast; float32 out."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    was_training = asr.model.training
+    asr.model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(asr.device.type, dtype=dtype, enabled=dtype is not None):
+            return asr.encode(x, start, stop).float()
+    finally:
+        asr.model.train(was_training)
 
 
 def cache_whisper_encoder(asr: Any, utts: Sequence[Utterance], stage: int, root: Path | str, *, precision: str,
@@ -330,14 +333,7 @@ class CachedEncoderTranscriber:
         rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
         hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
         if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-            was_training = self.asr.model.training
-            self.asr.model.eval()
-            try:
-                with torch.no_grad(), torch.autocast(self.asr.device.type, dtype=dtype, enabled=dtype is not None):
-                    hidden = self.asr.encode(hidden, self.stage).float()
-            finally:
-                self.asr.model.train(was_training)
+            hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
         budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
         return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
                                            num_beams=self.num_beams, max_new_tokens=budget)
