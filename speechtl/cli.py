@@ -193,6 +193,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from speechtl.compare import compare, markdown_table
+
+    table = markdown_table(compare([Path(d) for d in args.dirs]))
+    print(table, end="")
+    if args.out:
+        from speechtl.manifest import atomic_write_text
+
+        atomic_write_text(Path(args.out), table)
+        print(f"written: {args.out}")
+    return 0
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from speechtl.audio import AudioConfig, decode, process
 
@@ -265,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--terms", help="term list file for per-term recall")
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="side-by-side WER table of run folders and evaluation folders")
+    p.add_argument("dirs", nargs="+", metavar="RUN_OR_EVAL_DIR",
+                   help="run folder (has report.json) or evaluation folder (has metrics.json)")
+    p.add_argument("--out", help="also write the table as Markdown to this file")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)

@@ -20,16 +20,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from speechtl import audio
+from speechtl.error_analysis import confusions, hallucinations
 from speechtl.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
 from speechtl.scoring import (
     EvaluationError,
-    bootstrap_ci,
     normalize_references,
     read_terms,
     score,
     scoring_normalizer,
     term_recall,
 )
+from speechtl.significance import bootstrap_ci
 from speechtl.text import Normalizer
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ METRIC_KEYS = (  # every key evaluate_manifest computes; ``extra`` may not reuse
     "wer", "cer", "num_utts", "num_ref_words", "num_ref_chars", "hits", "substitutions", "deletions",
     "insertions", "raw", "per_speaker", "rejected_hypotheses", "wer_ci95", "normalizer", "terms", "model",
     "manifest", "lang", "prompt", "batch_size", "decode_time_s", "audio_load_time_s", "audio_duration_s", "rtf",
+    "hallucinations", "confusions",
 )
 
 
@@ -165,6 +167,8 @@ def evaluate_manifest(
     metrics: dict[str, Any] = scores.to_json()
     metrics["wer_ci95"] = list(bootstrap_ci(scores.utterances, seed=ci_seed))
     metrics["normalizer"] = {"name": normalizer.name, "settings": dict(normalizer.settings)}
+    metrics["hallucinations"] = hallucinations(scores.utterances)
+    metrics["confusions"] = confusions(scores.utterances)
     if term_list is not None:
         metrics["terms"] = term_recall(refs, hyps, term_list, normalizer, ids=ids).to_json()
     metrics.update({

@@ -2,7 +2,7 @@
 
 Everything of a run lives in ``runs/<name>/``: ``config.yaml`` (the resolved
 recipe), ``data/<source>/`` (prepared manifests and splits), ``checkpoints/``,
-``eval/<system>/<set>/``, ``report.{json,md}`` and ``export/{hf,ct2}``.
+``eval/<system>/<set>/``, ``report.{json,md,html}`` and ``export/{hf,ct2}``.
 Prepared data is reused when its source config is unchanged.
 """
 
@@ -305,9 +305,12 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
     if recipe.eval.prompt_with_terms and recipe.eval.terms:
         from speechtl.scoring import read_terms
 
+        # zero-shot row: what Whisper's text prompt alone buys. The term list is domain specific, so only the
+        # primary set is decoded again (the report copes with a system that lacks the other sets).
         prompt = ", ".join(read_terms(recipe.eval.terms))
+        primary = {recipe.eval.primary: sets[recipe.eval.primary]}
         evaluations["baseline+prompt"] = _evaluate_all(
-            baseline, "baseline+prompt", sets, run_dir, recipe, recipe.model, prompt, notify
+            baseline, "baseline+prompt", primary, run_dir, recipe, recipe.model, prompt, notify
         )
     timings["baseline_eval_s"] = time.perf_counter() - t
 
@@ -320,6 +323,7 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
     from speechtl.export import export_ct2, export_hf
     from speechtl.models.whisper import WhisperASR
     from speechtl.report import write_report
+    from speechtl.report_data import enrich, read_history
 
     t = time.perf_counter()
     adapted = _transcriber(WhisperASR.load(result.best_dir), recipe, run_dir)
@@ -346,11 +350,18 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
         "forgetting": recipe.eval.forgetting,
         "evaluations": evaluations,
         "train": result.to_json() if hasattr(result, "to_json") else asdict(result),
+        "train_history": read_history(getattr(result, "history_path", None)),
         "exports": exports,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
+    # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
+    payload = enrich(payload, run_dir, seed=recipe.seed)
     paths = write_report(run_dir, payload)
-    notify(f"report: {paths['md']}")
+    for ref, comparisons in payload["comparisons"].items():
+        for c in comparisons:
+            notify(f"paired {c['b']} vs {c['a']} on {ref}: WER {100 * c['diff']:+.1f} pts "
+                   f"[{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], P(better) {c['prob_b_better']:.0%}")
+    notify(f"report: {paths['md']}, {paths['html']}")
     for fmt, path in exports.items():
         notify(f"export {fmt}: {path}")
     return payload

@@ -1,4 +1,11 @@
-"""Run report: ``report.json`` (everything, machine-readable) and ``report.md`` (a table for a pull request)."""
+"""Run report: ``report.json`` (everything, machine-readable), ``report.md`` (tables for a pull request)
+and ``report.html`` (self-contained, with plots; :mod:`speechtl.report_html`).
+
+The payload is described in :mod:`speechtl.report_data`. :func:`write_report`
+writes the three files from a payload; :func:`regenerate` rebuilds them from a
+run folder's saved ``report.json`` and its ``eval/`` and ``checkpoints/``
+folders, without decoding or training again.
+"""
 
 from __future__ import annotations
 
@@ -8,52 +15,162 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.manifest import atomic_write_text
+from speechtl.report_data import (
+    comparison,
+    enrich,
+    read_history,
+    set_label,
+    sets_of,
+    summary_rows,
+    systems_of,
+)
 
 log = logging.getLogger(__name__)
 
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+DASH = "—"
 
 
-def _term_recall(metrics: dict[str, Any]) -> float | None:
-    terms = metrics.get("terms")
-    return terms.get("recall") if isinstance(terms, dict) else None
+def pct(value: float | None, digits: int = 1) -> str:
+    return DASH if value is None else f"{100 * value:.{digits}f}%"
+
+
+def ci_text(ci: list[float] | tuple[float, float] | None) -> str:
+    return DASH if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
+def points(value: float) -> str:
+    """A WER difference in percentage points, signed."""
+    return f"{100 * value:+.1f} pts"
+
+
+def diff_text(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return DASH
+    return f"{points(c['diff'])} [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}]"
+
+
+def verdict(c: dict[str, Any]) -> str:
+    """What a paired comparison says about ``b`` against ``a`` at its level."""
+    lo, hi = c["ci"]
+    if hi < 0:
+        return f"{c['b']} is better"
+    if lo > 0:
+        return f"{c['b']} is worse"
+    return "no significant difference"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)]
+
+
+def _results(payload: dict[str, Any]) -> list[str]:
+    header = ["test set", "system", "utts", "WER", "95% CI", "raw WER", "CER", "S / D / I", "term recall",
+              "÷ baseline", "Δ WER vs baseline [95% CI]", "P(better than baseline)"]
+    rows = []
+    for r in summary_rows(payload):
+        diff = r["diff"]
+        rows.append([
+            r["label"], r["system"], str(r["num_utts"]), pct(r["wer"]), ci_text(r["wer_ci95"]), pct(r["raw_wer"]),
+            pct(r["cer"]), " / ".join(DASH if v is None else str(v) for v in r["sdi"]), pct(r["term_recall"]),
+            DASH if r["ratio"] is None else f"{r['ratio']:.2f}", diff_text(diff),
+            DASH if diff is None else pct(diff["prob_b_better"], 0),
+        ])
+    return ["## Results", "", *_table(header, rows)]
+
+
+def _comparisons(payload: dict[str, Any]) -> list[str]:
+    rows = []
+    for ref in sets_of(payload):
+        for c in payload.get("comparisons", {}).get(ref, []):
+            rows.append([ref, f"{c['b']} vs {c['a']}", f"{pct(c['wer_a'])} → {pct(c['wer_b'])}", diff_text(c),
+                         pct(c["prob_b_better"], 1), verdict(c)])
+    errors = [f"- {e['b']} vs {e['a']} on {e['set']}: not compared ({e['error']})"
+              for e in payload.get("comparison_errors", [])]
+    if not rows and not errors:
+        return []
+    boot = payload.get("bootstrap", {})
+    return ["", "## Is the gain real? Paired bootstrap", "", *errors, *([""] if errors else []),
+            f"Both systems resampled on the same utterances ({boot.get('num_samples')} resamples, seed "
+            f"{boot.get('seed')}); Δ = WER(b) − WER(a), negative means b makes fewer errors; P = share of "
+            "resamples where b's WER is lower.", "",
+            *_table(["test set", "b vs a", "WER a → b", "Δ WER [95% CI]", "P(b better)", "verdict"], rows)]
+
+
+def _forgetting(payload: dict[str, Any]) -> list[str]:
+    ref = payload.get("forgetting")
+    if not ref:
+        return []
+    lines = ["", f"## Forgetting check: {ref}", "",
+             "General speech the training did not target; the adapted model should not get worse here.", ""]
+    rows = [[system, pct(sets[ref]["wer"]), ci_text(sets[ref].get("wer_ci95"))]
+            for system in systems_of(payload) if ref in (sets := payload["evaluations"][system])]
+    lines += _table(["system", "WER", "95% CI"], rows)
+    c = comparison(payload, ref, "baseline", "adapted")
+    if c is not None:
+        lines += ["", f"adapted − baseline: {diff_text(c)}, P(adapted better) {pct(c['prob_b_better'], 1)}: "
+                      + ("**WER went up: forgetting**" if c["ci"][0] > 0 else verdict(c)) + "."]
+    return lines
+
+
+def _hallucinations(payload: dict[str, Any]) -> list[str]:
+    rows = []
+    for ref in sets_of(payload):
+        for system in systems_of(payload):
+            h = payload["evaluations"][system].get(ref, {}).get("hallucinations")
+            if h:
+                c = h["counts"]
+                rows.append([ref, system, f"{c['any']} of {h['num_utts']}", str(c["insertion_run"]),
+                             str(c["ngram_loop"]), str(c["long_hypothesis"])])
+    if not rows:
+        return []
+    return ["", "## Hallucinations", "",
+            *_table(["test set", "system", "utterances flagged", "insertion runs (≥3 words)",
+                     "n-gram loops (≥3 repeats)", "hypotheses > 2× reference"], rows)]
+
+
+def _per_term(payload: dict[str, Any]) -> list[str]:
+    ref = payload.get("primary")
+    systems = [s for s in systems_of(payload) if (payload["evaluations"][s].get(ref) or {}).get("terms")]
+    if not systems:
+        return []
+    per = {s: payload["evaluations"][s][ref]["terms"]["per_term"] for s in systems}
+    terms = [t for t, v in per[systems[0]].items() if v["occurrences"]]
+    rows = [[t, str(per[systems[0]][t]["occurrences"]), *(pct(per[s].get(t, {}).get("recall"), 0) for s in systems)]
+            for t in terms]
+    return ["", f"<details><summary>Term recall per term on {ref} ({len(terms)} terms occur)</summary>", "",
+            *_table(["term", "occurrences", *systems], rows), "", "</details>"]
+
+
+def _synthetic_note(payload: dict[str, Any]) -> list[str]:
+    synth = [ref for ref in sets_of(payload) if "synthetic speech" in set_label(payload, ref)]
+    if not synth:
+        return []
+    return ["", f"Note: {', '.join(synth)} {'is' if len(synth) == 1 else 'are'} synthetic (TTS) speech: the "
+                "WER there measures the model on synthesized voices, not on recordings of people."]
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    evaluations: dict[str, dict[str, dict[str, Any]]] = payload["evaluations"]
-    systems = list(evaluations)
-    sets = list(next(iter(evaluations.values())))
+    train = payload.get("train", {})
+    norm = payload["normalizer"]
     lines = [
         f"# speechtl run: {payload['recipe'].get('name')}",
         "",
         f"Model: `{payload['model']['name']}` ({payload['model']['source']}); strategy "
-        f"`{payload['train'].get('strategy')}`; scoring normalizer `{payload['normalizer']['name']}` "
-        f"(settings: {json.dumps(payload['normalizer']['settings'], ensure_ascii=False)}), the same for every system.",
+        f"`{train.get('strategy')}`; scoring normalizer `{norm['name']}` "
+        f"(settings: {json.dumps(norm['settings'], ensure_ascii=False)}), the same for every system. "
+        "WER = (S + D + I) / reference words on normalized text; raw WER on the text as written. 95% CI: "
+        "percentile bootstrap over utterances.",
+        *_synthetic_note(payload),
         "",
-        "| test set | utts | " + " | ".join(f"{s} WER" for s in systems) + " | adapted / baseline |",
-        "|---|---|" + "---|" * len(systems) + "---|",
-    ]
-    for ref in sets:
-        base = evaluations["baseline"][ref]["wer"]
-        adapted = evaluations.get("adapted", {}).get(ref, {}).get("wer")
-        ratio = f"{adapted / base:.2f}" if adapted is not None and base else "—"
-        tag = " (primary)" if ref == payload.get("primary") else " (forgetting check)" if ref == payload.get(
-            "forgetting") else ""
-        cells = " | ".join(_pct(evaluations[s][ref]["wer"]) for s in systems)
-        lines.append(f"| {ref}{tag} | {evaluations['baseline'][ref]['num_utts']} | {cells} | {ratio} |")
-    recalls = {s: {ref: _term_recall(m) for ref, m in sets_.items()} for s, sets_ in evaluations.items()}
-    if any(r is not None for per in recalls.values() for r in per.values()):
-        lines += ["", "| test set | " + " | ".join(f"{s} term recall" for s in systems) + " |",
-                  "|---|" + "---|" * len(systems)]
-        for ref in sets:
-            lines.append(f"| {ref} | " + " | ".join(_pct(recalls[s][ref]) for s in systems) + " |")
-    train = payload["train"]
-    lines += [
+        *_results(payload),
+        *_comparisons(payload),
+        *_forgetting(payload),
+        *_hallucinations(payload),
+        *_per_term(payload),
         "",
-        f"Training: {train.get('steps')} steps, {train.get('wall_time_s', 0):.0f} s, "
-        f"{train.get('trainable_params', 0):,} trainable parameters, best dev WER {_pct(train.get('best_dev_wer'))}.",
+        f"Training: {train.get('steps')} steps, {train.get('wall_time_s') or 0:.0f} s, "
+        f"{train.get('trainable_params') or 0:,} trainable parameters, best dev WER {pct(train.get('best_dev_wer'))}.",
         "",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload.get("timings_s", {}).items()),
         "",
@@ -61,9 +178,38 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path | str, payload: dict[str, Any]) -> dict[str, Path]:
+def write_report(run_dir: Path | str, payload: dict[str, Any], *, html: bool = True) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and (with ``html``) ``report.html`` into ``run_dir``."""
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
     atomic_write_text(paths["json"], json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
     atomic_write_text(paths["md"], markdown(payload))
+    if html:
+        from speechtl.report_html import render_html
+
+        paths["html"] = run_dir / "report.html"
+        atomic_write_text(paths["html"], render_html(payload))
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
     return paths
+
+
+def regenerate(run_dir: Path | str, out_dir: Path | str | None = None, *, num_samples: int | None = None,
+               seed: int | None = None) -> dict[str, Path]:
+    """Rebuild the report of ``run_dir`` from its ``report.json``, ``eval/`` folders and training history,
+    into ``out_dir`` (default ``run_dir``). Bootstrap settings default to the saved ones (else 1000, the
+    recipe's seed)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no report.json to rebuild the report from")
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    boot = payload.get("bootstrap", {})
+    payload = enrich(payload, run_dir,
+                     num_samples=num_samples or boot.get("num_samples", 1000),
+                     seed=seed if seed is not None else boot.get("seed", payload.get("recipe", {}).get("seed", 0)))
+    if not payload.get("train_history"):
+        history = payload.get("train", {}).get("history_path")
+        candidates = [Path(history)] if history else []
+        candidates += [run_dir / "checkpoints" / "history.jsonl"]
+        payload["train_history"] = next((read_history(p) for p in candidates if p.is_file()), [])
+    return write_report(out_dir or run_dir, payload)

@@ -1,8 +1,9 @@
 """Score transcripts: WER/CER, S/D/I, per speaker, per domain term, bootstrap confidence intervals.
 
-Pure functions over strings (:func:`score`, :func:`term_recall`,
-:func:`bootstrap_ci`); :mod:`speechtl.evaluate` decodes manifests and writes
-the result files around them.
+Pure functions over strings (:func:`score`, :func:`term_recall`; the
+bootstrap intervals :func:`bootstrap_ci` and :func:`paired_bootstrap` come from
+:mod:`speechtl.significance`); :mod:`speechtl.evaluate` decodes manifests and
+writes the result files around them.
 
 Rules that the numbers depend on:
 
@@ -39,8 +40,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from speechtl.text import Normalizer, TextRejected, get_normalizer
 
@@ -257,26 +256,6 @@ def score(refs: Sequence[str], hyps: Sequence[str], normalizer: Normalizer, *,
            "deletions": raw_w.deletions, "insertions": raw_w.insertions}
     return Scores(**summary, raw=raw, per_speaker=_per_speaker(utts),
                   rejected_hypotheses=dict(sorted(rejected.items())), utterances=tuple(utts))
-
-
-def bootstrap_ci(utterances: Sequence[UttScore], *, level: float = 0.95, num_samples: int = 1000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Seeded percentile bootstrap interval of the pooled WER, resampling whole utterances."""
-    if not 0 < level < 1:
-        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}")
-    if not utterances:
-        raise ValueError("bootstrap_ci: no utterances")
-    errors = np.array([u.words.errors for u in utterances], dtype=np.int64)
-    ref_words = np.array([u.words.num_ref for u in utterances], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    n, rates = len(utterances), []
-    chunk = max(1, 1_000_000 // n)  # bound the index matrix to about 8 MB
-    for start in range(0, num_samples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, num_samples - start), n))
-        rates.append(errors[idx].sum(axis=1) / np.maximum(ref_words[idx].sum(axis=1), 1))
-    all_rates = np.concatenate(rates)
-    lo, hi = np.quantile(all_rates, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 # ------------------------------------------------------------------ domain terms

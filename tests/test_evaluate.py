@@ -14,15 +14,16 @@ import soundfile as sf
 
 from speechtl import evaluate, scoring
 from speechtl.evaluate import evaluate_manifest
+from speechtl.error_analysis import confusions, hallucinations
 from speechtl.scoring import (
     EvaluationError,
-    bootstrap_ci,
     read_terms,
     score,
     scoring_normalizer,
     term_recall,
 )
 from speechtl.manifest import Utterance, write_jsonl
+from speechtl.significance import bootstrap_ci, paired_bootstrap
 from speechtl.text import get_normalizer
 
 ES = scoring_normalizer("es")
@@ -68,6 +69,26 @@ CHAR_CASES = [
 @pytest.mark.parametrize(("name", "ref", "hyp", "cer"), CHAR_CASES, ids=[c[0] for c in CHAR_CASES])
 def test_cer(name, ref, hyp, cer):
     assert score([ref], [hyp], ES).cer == pytest.approx(cer)
+
+
+# name, ref, hyp, character (hits, S, D, I)
+CHAR_COUNT_CASES = [
+    ("same", "sol", "sol", (3, 0, 0, 0)),
+    ("one_sub", "casa", "cosa", (3, 1, 0, 0)),
+    ("one_del", "casas", "casa", (4, 0, 1, 0)),
+    ("one_ins", "casa", "casas", (4, 0, 0, 1)),
+    ("space_deleted", "ab cd", "abcd", (4, 0, 1, 0)),
+    ("word_inserted", "si", "si no", (2, 0, 0, 3)),
+]
+
+
+@pytest.mark.parametrize(("name", "ref", "hyp", "counts"), CHAR_COUNT_CASES, ids=[c[0] for c in CHAR_COUNT_CASES])
+def test_char_counts_match_jiwer(name, ref, hyp, counts):
+    chars = score([ref], [hyp], ES).utterances[0].chars
+    assert (chars.hits, chars.substitutions, chars.deletions, chars.insertions) == counts
+    out = jiwer.process_characters(ref, hyp)
+    assert (out.hits, out.substitutions, out.deletions, out.insertions) == counts
+    assert chars.rate == pytest.approx(out.cer)
 
 
 def test_wer_equals_jiwer_on_a_random_corpus():
@@ -184,6 +205,151 @@ def test_bootstrap_ci_brackets_the_wer_and_is_seeded():
     assert lo < hi
     assert bootstrap_ci(s.utterances, seed=3) == (lo, hi)
     assert bootstrap_ci(score(["a b"], ["a b"], ES).utterances) == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------ paired bootstrap
+
+BOOT_REFS = [f"uno dos tres cuatro cinco {w}" for w in "abcdefghijklmnopqrst"]  # 20 utterances, 6 words each
+
+
+def _scored(hyps: list[str], ids: list[str] | None = None):
+    return score(BOOT_REFS, hyps, ES, ids=ids or [f"u{k:02d}" for k in range(len(BOOT_REFS))]).utterances
+
+
+def _noisy(k: int) -> str:
+    """Hypothesis k of a weak system: 2 to 4 of 6 words wrong."""
+    return ["uno x tres y", "z dos", "uno dos w", "q"][k % 4]
+
+
+# name, hyps of a, hyps of b, expected sign of the interval (0: contains 0), P(b better) bounds
+PAIRED_CASES = [
+    ("identical", [_noisy(k) for k in range(20)], [_noisy(k) for k in range(20)], 0, (0.0, 0.0)),
+    ("identical_perfect", BOOT_REFS, BOOT_REFS, 0, (0.0, 0.0)),
+    ("b_clearly_better", [_noisy(k) for k in range(20)], BOOT_REFS, -1, (0.99, 1.0)),
+    ("b_clearly_worse", BOOT_REFS, [_noisy(k) for k in range(20)], 1, (0.0, 0.01)),
+    ("one_utterance_differs", BOOT_REFS, ["uno"] + BOOT_REFS[1:], 0, (0.0, 0.0)),
+]
+
+
+@pytest.mark.parametrize(("name", "hyps_a", "hyps_b", "sign", "p_range"), PAIRED_CASES,
+                         ids=[c[0] for c in PAIRED_CASES])
+def test_paired_bootstrap(name, hyps_a, hyps_b, sign, p_range):
+    a, b = _scored(hyps_a), _scored(hyps_b)
+    result = paired_bootstrap(a, b, num_samples=1000, seed=0)
+    lo, hi = result.ci
+    assert lo <= result.diff <= hi or lo == hi == result.diff
+    if sign == 0:
+        assert lo <= 0 <= hi
+    elif sign < 0:
+        assert hi < 0
+    else:
+        assert lo > 0
+    if name.startswith("identical"):
+        assert (lo, hi) == (0.0, 0.0) and result.mean_diff == 0.0 and result.prob_tie == 1.0
+    assert p_range[0] <= result.prob_b_better <= p_range[1]
+    wer_a = sum(u.words.errors for u in a) / sum(u.words.num_ref for u in a)
+    wer_b = sum(u.words.errors for u in b) / sum(u.words.num_ref for u in b)
+    assert result.diff == pytest.approx(wer_b - wer_a)
+    assert (result.num_samples, result.num_utts, result.level) == (1000, 20, 0.95)
+    json.dumps(result.to_json())
+
+
+def test_paired_bootstrap_is_seeded_and_takes_jsonl_rows_in_any_order():
+    a, b = _scored([_noisy(k) for k in range(20)]), _scored(["uno dos"] * 10 + BOOT_REFS[10:])
+    first = paired_bootstrap(a, b, seed=7)
+    assert paired_bootstrap(a, b, seed=7) == first
+    assert paired_bootstrap(a, b, seed=8).mean_diff != first.mean_diff
+    rows_b = [{"id": u.id, **{k: getattr(u.words, k) for k in ("hits", "substitutions", "deletions", "insertions")}}
+              for u in reversed(b)]
+    assert paired_bootstrap(a, rows_b, seed=7) == first
+    # a single-system interval comes from the same resampling
+    assert bootstrap_ci(a, seed=7) == bootstrap_ci([{"id": u.id, "hits": u.words.hits,
+                                                     "substitutions": u.words.substitutions,
+                                                     "deletions": u.words.deletions,
+                                                     "insertions": u.words.insertions} for u in a], seed=7)
+
+
+@pytest.mark.parametrize(
+    ("ids_a", "ids_b", "match"),
+    [
+        (["u00", "u01"], ["u00", "u02"], "utterance u01 is scored in a but not in b"),
+        (["u00"], ["u00", "u07"], "utterance u07 is scored in b but not in a"),
+        (["u00", "u00"], ["u00", "u01"], "u00 appears twice in a"),
+    ],
+)
+def test_paired_bootstrap_names_the_first_mismatching_id(ids_a, ids_b, match):
+    a = score(["uno dos"] * len(ids_a), ["uno"] * len(ids_a), ES, ids=ids_a).utterances
+    b = score(["uno dos"] * len(ids_b), ["uno"] * len(ids_b), ES, ids=ids_b).utterances
+    with pytest.raises(ValueError, match=match):
+        paired_bootstrap(a, b)
+
+
+def test_paired_bootstrap_needs_the_same_references():
+    a = score(["uno dos", "tres"], ["uno dos", "tres"], ES, ids=["x", "y"]).utterances
+    b = score(["uno dos", "tres cuatro"], ["uno dos", "tres"], ES, ids=["x", "y"]).utterances
+    with pytest.raises(ValueError, match="utterance y: field 'num_ref_words' is 1 in a but 2 in b"):
+        paired_bootstrap(a, b)
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap(a, a, level=1.5)
+    with pytest.raises(ValueError, match="no utterances"):
+        paired_bootstrap([], a)
+
+
+# ------------------------------------------------------------------ hallucinations and confusions
+
+# name, ref, hyp, flagged kinds
+HALLUCINATION_CASES = [
+    ("clean", "el paciente toma paracetamol", "el paciente toma paracetamol", []),
+    ("two_inserted_is_fine", "hola", "hola buenos días", []),
+    ("insertion_run", "hola", "hola gracias por ver el video", ["insertion_run", "long_hypothesis"]),
+    ("insertion_run_inside", "uno dos tres cuatro cinco seis", "uno dos x y z tres cuatro cinco seis",
+     ["insertion_run"]),
+    ("unigram_loop", "dime la verdad ahora", "dime la la la", ["ngram_loop"]),
+    ("unigram_loop_inserted", "dime", "dime la la la", ["insertion_run", "ngram_loop"]),
+    ("bigram_loop", "tiene fiebre", "tiene fiebre de la de la de la", ["insertion_run", "ngram_loop",
+                                                                          "long_hypothesis"]),
+    ("fourgram_loop_replacing", "uno dos tres cuatro cinco seis siete ocho nueve diez once doce",
+     "a b c d a b c d a b c d", ["ngram_loop"]),
+    ("loop_spoken_in_reference", "no no no quiero", "no no no quiero", []),
+    ("loop_longer_than_reference", "no no no quiero", "no no no no quiero", ["ngram_loop"]),
+    ("two_repeats_is_no_loop", "uno dos tres cuatro cinco", "de la de la cinco", []),
+    ("long_but_short_reference", "si", "si claro que", []),
+    ("long_hypothesis_substituted", "uno dos", "a b c d e f", ["insertion_run", "long_hypothesis"]),
+]
+
+
+@pytest.mark.parametrize(("name", "ref", "hyp", "kinds"), HALLUCINATION_CASES, ids=[c[0] for c in HALLUCINATION_CASES])
+def test_hallucinations(name, ref, hyp, kinds):
+    utts = score([ref, "buenos días"], [hyp, "buenos días"], ES, ids=["u1", "u2"]).utterances
+    view = hallucinations(utts)
+    assert view["num_utts"] == 2
+    assert {k: ids for k, ids in view["ids"].items() if ids} == {k: ["u1"] for k in kinds}
+    assert view["counts"]["any"] == (1 if kinds else 0)
+    assert [e["id"] for e in view["examples"]] == (["u1"] if kinds else [])
+    if kinds:
+        assert view["examples"][0]["kinds"] == kinds
+    json.dumps(view)
+
+
+def test_hallucinations_from_jsonl_rows_match_utterance_scores():
+    refs, hyps = ["tiene fiebre", "hola"], ["tiene fiebre de la de la de la", "hola"]
+    utts = score(refs, hyps, ES, ids=["a", "b"]).utterances
+    rows = [{"id": u.id, "reference_normalized": u.reference, "hypothesis_normalized": u.hypothesis,
+             "ops": [op.to_json() for op in u.ops]} for u in utts]
+    assert hallucinations(rows) == hallucinations(utts)
+    assert hallucinations(utts)["examples"][0]["loop"] == {"ngram": "de la", "repeats": 3}
+    with pytest.raises(ValueError, match="utterance a: missing field 'ops'"):
+        hallucinations([{k: v for k, v in rows[0].items() if k != "ops"}])
+
+
+def test_confusions():
+    utts = score(["el perro come", "el perro duerme", "un gato"], ["el gato come", "el gato", "un gato negro"],
+                 ES).utterances
+    conf = confusions(utts)
+    assert conf["substitutions"][0] == ["perro", "gato", 2]
+    assert conf["deletions"] == [["duerme", 1]]
+    assert conf["insertions"] == [["negro", 1]]
+    assert confusions(utts, top=0) == {"substitutions": [], "deletions": [], "insertions": []}
 
 
 # ------------------------------------------------------------------ domain terms
@@ -337,6 +503,9 @@ def test_evaluate_manifest_end_to_end(manifest, tmp_path):
     assert metrics["audio_duration_s"] == pytest.approx(sum(c[3] for c in CLIPS), abs=1e-3)
     assert metrics["rejected_hypotheses"] == {"non_speech": 1}
     assert metrics["wer_ci95"][0] <= metrics["wer"] <= metrics["wer_ci95"][1]
+    assert metrics["hallucinations"]["num_utts"] == 5 and metrics["hallucinations"]["counts"]["any"] == 0
+    assert metrics["confusions"]["substitutions"] == [["renal", "real", 1]]
+    assert metrics["confusions"]["deletions"][0][1] == 1 and metrics["confusions"]["insertions"] == [["hoy", 1]]
     assert [c[0] for c in fake.calls] == [2, 2, 1] and {c[1:] for c in fake.calls} == {("es", "Hospital")}
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
