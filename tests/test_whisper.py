@@ -200,6 +200,19 @@ def test_transcribe_with_prompt_conditions_but_strips_it(talkative):
         talkative.transcribe(audios[:1], "es", prompt=prompt, max_new_tokens=440)
 
 
+def test_long_prompt_keeps_its_last_223_tokens(talkative, caplog):
+    audios = [tone(300)]
+    prompt = ", ".join(f"término{i}" for i in range(200))
+    ids = talkative.tokenizer.get_prompt_ids(prompt, return_tensors="np").tolist()
+    assert len(ids) - 1 > 223
+    with caplog.at_level("WARNING"):
+        hyps = talkative.transcribe(audios, "es", prompt=prompt, max_new_tokens=6)
+    assert "only its last 223 are used" in caplog.text
+    start = ids[:1] + ids[-223:] + talkative.prefix_tokens("es")
+    hidden = talkative.encode(talkative.features(audios))
+    assert hyps == [decode(talkative, row) for row in greedy(talkative, hidden, start, 6)]
+
+
 def test_transcribe_encoded_equals_transcribe(talkative):
     audios = [tone(500), tone(900, 0.8)]
     hidden = talkative.encode(talkative.features(audios))

@@ -314,8 +314,12 @@ class WhisperASR:
         prompt_ids = None
         budget = self.model.config.max_target_positions - len(prefix)
         if prompt is not None and prompt.strip():
-            prompt_ids = torch.as_tensor(self.tokenizer.get_prompt_ids(prompt, return_tensors="np"),
-                                         device=self.device)
+            ids = self.tokenizer.get_prompt_ids(prompt, return_tensors="np")  # <|startofprev|> + text tokens
+            keep = self.model.config.max_target_positions // 2 - 1  # Whisper's prompt limit (223 tokens)
+            if len(ids) - 1 > keep:  # like openai-whisper: the prompt's last tokens are kept
+                log.warning("prompt of %d tokens: only its last %d are used", len(ids) - 1, keep)
+                ids = np.concatenate([ids[:1], ids[-keep:]])
+            prompt_ids = torch.as_tensor(ids, device=self.device)
             budget -= len(prompt_ids)
         if max_new_tokens > budget:
             raise ValueError(f"max_new_tokens={max_new_tokens} plus the prefix and prompt exceed the decoder's "
