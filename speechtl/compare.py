@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from speechtl.report import DASH, ci_text, pct
+from speechtl.report import DASH, ci_text, pct, table
 from speechtl.report_data import sets_of, systems_of, term_recall_of
 
 HEADER = ["test set", "system", "from", "utts", "WER", "95% CI", "CER", "term recall", "normalizer"]
@@ -76,12 +76,11 @@ def compare(folders: list[Path | str]) -> list[dict[str, Any]]:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table, with a warning line when the normalizers differ."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for r in rows:
-        cells = [r["set"], r["system"], r["from"], DASH if r["num_utts"] is None else str(r["num_utts"]),
-                 pct(r["wer"]), ci_text(r["wer_ci95"]), pct(r["cer"]), pct(r["term_recall"]),
-                 r["normalizer"] or DASH]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines = table(HEADER, [
+        [str(r["set"]), str(r["system"]), r["from"], DASH if r["num_utts"] is None else str(r["num_utts"]),
+         pct(r["wer"]), ci_text(r["wer_ci95"]), pct(r["cer"]), pct(r["term_recall"]), str(r["normalizer"] or DASH)]
+        for r in rows
+    ])
     normalizers = {json.dumps([r["normalizer"], r["normalizer_settings"]], sort_keys=True) for r in rows}
     if len(normalizers) > 1:
         lines += ["", "Warning: these rows were scored with different normalizers (name or settings); "

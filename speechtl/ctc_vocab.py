@@ -83,7 +83,7 @@ def build_vocab(train: Iterable[tuple[str, str]], lang: str, *, strict: bool = F
         for ch in text:
             if ch == " ":
                 continue
-            if ch == WORD_DELIMITER or ch in (PAD, UNK):
+            if ch == WORD_DELIMITER:
                 raise VocabError(f"utterance {utt_id}: field 'text' holds {ch!r}, the CTC word delimiter")
             counts[ch] += 1
             if letters is not None and ch not in letters:

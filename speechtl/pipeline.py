@@ -186,13 +186,14 @@ def _eval_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> di
 def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, recipe: RecipeConfig,
                   model_name: str, prompt: str | None, notify: Notify) -> dict[str, dict[str, Any]]:
     from speechtl.evaluate import evaluate_manifest
+    from speechtl.report_data import eval_dir
     from speechtl.scoring import read_terms, scoring_normalizer
 
     terms = read_terms(recipe.eval.terms) if recipe.eval.terms else None
     normalizer = scoring_normalizer(recipe.lang)
     results = {}
     for ref, manifest in sets.items():
-        out_dir = run_dir / "eval" / system / ref.replace("/", "-")
+        out_dir = eval_dir(run_dir, system, ref)
         metrics = evaluate_manifest(
             asr, manifest, out_dir, lang=recipe.lang, normalizer=normalizer, prompt=prompt,
             terms=terms, batch_size=recipe.eval.batch_size, model_name=model_name,

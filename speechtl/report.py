@@ -59,14 +59,19 @@ def verdict(c: dict[str, Any]) -> str:
     return "no significant difference"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines; ``|`` inside a cell is escaped."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)]
 
 
-def _results(payload: dict[str, Any]) -> list[str]:
-    header = ["test set", "system", "utts", "WER", "95% CI", "raw WER", "CER", "S / D / I", "term recall",
-              "÷ baseline", "Δ WER vs baseline [95% CI]", "P(better than baseline)"]
+RESULTS_HEADER = ["test set", "system", "utts", "WER", "95% CI", "raw WER", "CER", "S / D / I", "term recall",
+                  "÷ baseline", "Δ WER vs baseline [95% CI]", "P(better than baseline)"]
+COMPARISONS_HEADER = ["test set", "b vs a", "WER a → b", "Δ WER [95% CI]", "P(b better)", "verdict"]
+
+
+def results_rows(payload: dict[str, Any]) -> list[list[str]]:
+    """The cells of the results table (plain text; report.md and report.html share them)."""
     rows = []
     for r in summary_rows(payload):
         diff = r["diff"]
@@ -76,15 +81,22 @@ def _results(payload: dict[str, Any]) -> list[str]:
             DASH if r["ratio"] is None else f"{r['ratio']:.2f}", diff_text(diff),
             DASH if diff is None else pct(diff["prob_b_better"], 0),
         ])
-    return ["## Results", "", *_table(header, rows)]
+    return rows
+
+
+def comparison_rows(payload: dict[str, Any]) -> list[list[str]]:
+    """The cells of the paired-comparison table (plain text)."""
+    return [[ref, f"{c['b']} vs {c['a']}", f"{pct(c['wer_a'])} → {pct(c['wer_b'])}", diff_text(c),
+             pct(c["prob_b_better"], 1), verdict(c)]
+            for ref in sets_of(payload) for c in payload.get("comparisons", {}).get(ref, [])]
+
+
+def _results(payload: dict[str, Any]) -> list[str]:
+    return ["## Results", "", *table(RESULTS_HEADER, results_rows(payload))]
 
 
 def _comparisons(payload: dict[str, Any]) -> list[str]:
-    rows = []
-    for ref in sets_of(payload):
-        for c in payload.get("comparisons", {}).get(ref, []):
-            rows.append([ref, f"{c['b']} vs {c['a']}", f"{pct(c['wer_a'])} → {pct(c['wer_b'])}", diff_text(c),
-                         pct(c["prob_b_better"], 1), verdict(c)])
+    rows = comparison_rows(payload)
     errors = [f"- {e['b']} vs {e['a']} on {e['set']}: not compared ({e['error']})"
               for e in payload.get("comparison_errors", [])]
     if not rows and not errors:
@@ -94,7 +106,7 @@ def _comparisons(payload: dict[str, Any]) -> list[str]:
             f"Both systems resampled on the same utterances ({boot.get('num_samples')} resamples, seed "
             f"{boot.get('seed')}); Δ = WER(b) − WER(a), negative means b makes fewer errors; P = share of "
             "resamples where b's WER is lower.", "",
-            *_table(["test set", "b vs a", "WER a → b", "Δ WER [95% CI]", "P(b better)", "verdict"], rows)]
+            *table(COMPARISONS_HEADER, rows)]
 
 
 def _forgetting(payload: dict[str, Any]) -> list[str]:
@@ -105,7 +117,7 @@ def _forgetting(payload: dict[str, Any]) -> list[str]:
              "General speech the training did not target; the adapted model should not get worse here.", ""]
     rows = [[system, pct(sets[ref]["wer"]), ci_text(sets[ref].get("wer_ci95"))]
             for system in systems_of(payload) if ref in (sets := payload["evaluations"][system])]
-    lines += _table(["system", "WER", "95% CI"], rows)
+    lines += table(["system", "WER", "95% CI"], rows)
     c = comparison(payload, ref, "baseline", "adapted")
     if c is not None:
         lines += ["", f"adapted − baseline: {diff_text(c)}, P(adapted better) {pct(c['prob_b_better'], 1)}: "
@@ -125,7 +137,7 @@ def _hallucinations(payload: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     return ["", "## Hallucinations", "",
-            *_table(["test set", "system", "utterances flagged", "insertion runs (≥3 words)",
+            *table(["test set", "system", "utterances flagged", "insertion runs (≥3 words)",
                      "n-gram loops (≥3 repeats)", "hypotheses > 2× reference"], rows)]
 
 
@@ -139,7 +151,7 @@ def _per_term(payload: dict[str, Any]) -> list[str]:
     rows = [[t, str(per[systems[0]][t]["occurrences"]), *(pct(per[s].get(t, {}).get("recall"), 0) for s in systems)]
             for t in terms]
     return ["", f"<details><summary>Term recall per term on {ref} ({len(terms)} terms occur)</summary>", "",
-            *_table(["term", "occurrences", *systems], rows), "", "</details>"]
+            *table(["term", "occurrences", *systems], rows), "", "</details>"]
 
 
 def _synthetic_note(payload: dict[str, Any]) -> list[str]:

@@ -143,8 +143,10 @@ def enrich(payload: dict[str, Any], run_dir: Path | str, *, num_samples: int = 1
             rows[system] = read_rows(folder / "hypotheses.jsonl")
             out["eval_dirs"].setdefault(system, {})[ref] = str(folder.relative_to(run_dir))
             metrics = out["evaluations"][system][ref]
-            metrics.setdefault("hallucinations", hallucinations(rows[system]))
-            metrics.setdefault("confusions", confusions(rows[system]))
+            if "hallucinations" not in metrics:  # evaluations scored before metrics.json carried the views
+                metrics["hallucinations"] = hallucinations(rows[system])
+            if "confusions" not in metrics:
+                metrics["confusions"] = confusions(rows[system])
         comparisons = []
         for a, b in COMPARISONS:
             if a in rows and b in rows:

@@ -14,8 +14,17 @@ import json
 from html import escape
 from typing import Any
 
-from speechtl.report import DASH, ci_text, diff_text, pct, verdict
-from speechtl.report_data import comparison, set_label, sets_of, summary_rows, systems_of
+from speechtl.report import (
+    COMPARISONS_HEADER,
+    RESULTS_HEADER,
+    ci_text,
+    comparison_rows,
+    diff_text,
+    pct,
+    results_rows,
+    verdict,
+)
+from speechtl.report_data import comparison, set_label, sets_of, systems_of
 from speechtl.report_plots import Plot, all_plots
 
 TOP_CONFUSIONS = 15
@@ -81,24 +90,12 @@ def aligned_html(ops: list[list[str]] | list[tuple[str, str, str]]) -> str:
 
 
 def _results(payload: dict[str, Any]) -> str:
-    rows = []
-    for r in summary_rows(payload):
-        diff = r["diff"]
-        rows.append([_e(r["label"]), _e(r["system"]), _e(r["num_utts"]), pct(r["wer"]), ci_text(r["wer_ci95"]),
-                     pct(r["raw_wer"]), pct(r["cer"]), " / ".join(_e(DASH if v is None else v) for v in r["sdi"]),
-                     pct(r["term_recall"]), DASH if r["ratio"] is None else f"{r['ratio']:.2f}", _e(diff_text(diff)),
-                     DASH if diff is None else pct(diff["prob_b_better"], 0)])
-    header = ["test set", "system", "utts", "WER", "95% CI", "raw WER", "CER", "S / D / I", "term recall",
-              "÷ baseline", "Δ WER vs baseline [95% CI]", "P(better than baseline)"]
-    return _table(header, rows, numeric={2, 3, 4, 5, 6, 8, 9, 11})
+    rows = [[_e(cell) for cell in row] for row in results_rows(payload)]
+    return _table(RESULTS_HEADER, rows, numeric={2, 3, 4, 5, 6, 8, 9, 11})
 
 
 def _comparisons(payload: dict[str, Any]) -> str:
-    rows = []
-    for ref in sets_of(payload):
-        for c in payload.get("comparisons", {}).get(ref, []):
-            rows.append([_e(ref), _e(f"{c['b']} vs {c['a']}"), f"{pct(c['wer_a'])} → {pct(c['wer_b'])}",
-                         _e(diff_text(c)), pct(c["prob_b_better"], 1), _e(verdict(c))])
+    rows = [[_e(cell) for cell in row] for row in comparison_rows(payload)]
     errors = "".join(f'<p class="warn">{_e(e["b"])} vs {_e(e["a"])} on {_e(e["set"])}: not compared '
                      f'({_e(e["error"])})</p>' for e in payload.get("comparison_errors", []))
     if not rows:
@@ -106,7 +103,7 @@ def _comparisons(payload: dict[str, Any]) -> str:
     boot = payload.get("bootstrap", {})
     return errors + (f'<p class="note">Paired bootstrap over the same utterances ({_e(boot.get("num_samples"))} resamples, '
             f'seed {_e(boot.get("seed"))}); Δ = WER(b) − WER(a), negative means b makes fewer errors.</p>'
-            + _table(["test set", "b vs a", "WER a → b", "Δ WER [95% CI]", "P(b better)", "verdict"], rows))
+            + _table(COMPARISONS_HEADER, rows))
 
 
 def _forgetting(payload: dict[str, Any]) -> str:
