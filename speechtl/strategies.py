@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("head", "top-k", "lora", "full")
 # learning rate used when the config leaves it unset (adapters tolerate far larger steps than full weights)
-DEFAULT_LEARNING_RATE = {"head": 3e-5, "top-k": 2e-5, "lora": 1e-3, "full": 1e-5}
+DEFAULT_LEARNING_RATE = {"head": 3e-5, "top-k": 2e-5, "lora": 1e-3, "full": 1e-5, "adapters": 1e-3}
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 _ADAPTER = "default"  # peft's adapter name
 
@@ -257,10 +257,11 @@ def swap_dir(tmp: Path, final: Path) -> None:
 
 def export_model(state: dict[str, Any], asr: Any, out_dir: Path, *, lora_scaling: float | None,
                  meta: dict[str, Any]) -> None:
-    """Write a plain transformers directory from a train-module state dict (LoRA merged), atomically.
+    """Write a plain transformers directory from a train-module state dict (LoRA merged) into ``out_dir``.
 
     ``out_dir`` gets model.safetensors, config, processor, generation config
-    and ``speechtl_train.json`` (``meta``).
+    and ``speechtl_train.json`` (``meta``); the caller writes to a temporary
+    folder and swaps it in (see :func:`swap_dir`).
     """
     from safetensors.torch import save_file
 
@@ -269,16 +270,13 @@ def export_model(state: dict[str, Any], asr: Any, out_dir: Path, *, lora_scaling
         sd = merge_lora_state_dict(sd, lora_scaling)
     if getattr(asr.model.config, "tie_word_embeddings", True):
         sd.pop("proj_out.weight", None)  # tied to the token embedding; transformers re-ties it on load
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(tmp / "model.safetensors"),
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(out_dir / "model.safetensors"),
               metadata={"format": "pt"})
-    asr.model.config.save_pretrained(tmp)
-    asr.processor.save_pretrained(tmp)
-    asr.generation_config.save_pretrained(tmp)
-    (tmp / "speechtl_train.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    swap_dir(tmp, out_dir)
+    asr.model.config.save_pretrained(out_dir)
+    asr.processor.save_pretrained(out_dir)
+    asr.generation_config.save_pretrained(out_dir)
+    (out_dir / "speechtl_train.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def merge_lora_state_dict(state: dict[str, Any], scaling: float) -> dict[str, Any]:

@@ -88,13 +88,35 @@ class TrainResult:
     num_processes: int  # processes that trained
     weights_sha256: str  # hash of the final in-memory weights of this process (equal on every process)
     history_path: Path  # out_dir/history.jsonl
+    route: str = "seq2seq"  # model family that trained: "seq2seq" (Whisper) or "ctc"
+
+
+@dataclass
+class TrainParts:
+    """What a model family hands the shared loop (see :func:`whisper_parts`, :func:`speechtl.train_ctc.ctc_parts`)."""
+
+    module: Any  # torch module: module(**batch) -> loss (batch without "index")
+    param_groups: list[dict[str, Any]]  # AdamW parameter groups (each may carry its own "lr")
+    dataset: Any  # items the collator batches
+    collator: Callable[[list[Any]], dict[str, Any]]  # -> batch dict with an "index" tensor of dataset positions
+    sampler: Any  # LengthBucketSampler: seeded batches of dataset positions
+    train_ids: list[str]  # utterance id of each dataset position
+    decode_dev: Callable[[list[int]], list[str]]  # dev positions -> hypotheses, with the current weights
+    export_best: Callable[[dict[str, Any], dict[str, Any], Path], None]  # (state dict, meta, out dir): write a model
+    trainable_params: int
+    total_params: int
+    cache_stage: int = 0  # encoder stages read from a cache
+    cache_build_s: float = 0.0  # seconds spent building cache rows
 
 
 def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path | str, out_dir: Path | str,
           config: TrainConfig, normalizer: Callable[[str], str],
           progress: Callable[[TrainEvent], object] | None = None, *, resume: bool = False) -> TrainResult:
-    """Fine-tune the Whisper model in ``model_dir``; see the module docstring for what lands in ``out_dir``.
+    """Fine-tune the model in ``model_dir``; see the module docstring for what lands in ``out_dir``.
 
+    ``config.route`` picks the family: ``seq2seq`` (Whisper), ``ctc``
+    (:mod:`speechtl.train_ctc`: a wav2vec2-family checkpoint, or a Whisper
+    encoder under a new CTC head) or ``auto`` (the checkpoint's architecture).
     ``normalizer`` is applied to dev references and hypotheses before WER.
     ``progress`` is called with :class:`TrainEvent` on every process. With
     ``resume`` the run continues from ``out_dir/last`` when it exists; without
@@ -108,11 +130,8 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
         from transformers import get_linear_schedule_with_warmup
     except ImportError as exc:
         raise ImportError(f"training needs {exc.name}: pip install 'speechtl[train]'") from exc
-    from speechtl.models.encoder_cache import cache_whisper_encoder
-    from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
-    from speechtl.strategies import (LengthBucketSampler, TrainSet, apply_strategy, export_model,
-                                     normalize_hypothesis, param_groups, references, set_dropout, swap_dir,
-                                     train_module, training_items, weights_sha256)
+    from speechtl.models.wav2vec2 import architecture
+    from speechtl.strategies import normalize_hypothesis, references, swap_dir, weights_sha256
 
     started = time.perf_counter()
     out_dir, emit = Path(out_dir), (progress or (lambda event: None))
@@ -140,53 +159,28 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
 
-    asr = WhisperASR.load(model_dir, device=acc.device, max_label_tokens=config.max_label_tokens)
-    try:
-        prefix = asr.prefix_tokens(config.lang, config.task)
-    except ValueError as exc:
-        raise ValueError(f"TrainConfig.lang={config.lang!r}: {exc}") from exc
-    train_utts, tokens, skipped = training_items(read_manifest(train_manifest), asr, lang=config.lang,
-                                                 task=config.task, long_labels=config.long_labels,
-                                                 where=str(train_manifest))
-    if skipped and is_main:
-        write_jsonl(out_dir / "skipped.jsonl", skipped)
     dev_utts = read_manifest(dev_manifest)
     problems = validate(dev_utts)
     if problems or not dev_utts:
         raise ValueError(f"{dev_manifest}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
     refs = references(dev_utts, normalizer, str(dev_manifest))
-
-    if config.dropout is not None:
-        set_dropout(asr.model, config.dropout)
-    setup = apply_strategy(asr.model, config.strategy, top_k=config.top_k, lora_r=config.lora_r,
-                           lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                           lora_targets=config.lora_targets, freeze_embeddings=config.freeze_embeddings)
-    cache_stage = setup.frozen_stages if config.cache_encoder else 0
-    rows = dev_rows = None
-    cache_s = 0.0
-    if cache_stage:
-        all_rows, stats = cache_whisper_encoder(
-            asr, train_utts + dev_utts, cache_stage, Path(config.cache_dir or out_dir / "encoder_cache"),
-            precision=precision, batch_size=config.cache_batch_size, rank=rank, world=world,
-            barrier=acc.wait_for_everyone,
-            progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
-        rows, dev_rows = all_rows.part(0, len(train_utts)), all_rows.part(len(train_utts), len(all_rows))
-        cache_s = stats.build_s
-
-    module = train_module(asr.model, cache_stage, setup.frozen_stages)
+    route = architecture(model_dir) if config.route == "auto" else config.route
+    if route == "ctc":
+        from speechtl.train_ctc import ctc_parts as build
+    else:
+        build = whisper_parts
+    parts = build(acc, Path(model_dir), read_manifest(train_manifest), dev_utts, out_dir, config,
+                  normalizer=normalizer, precision=precision, emit=emit, where=str(train_manifest))
+    module = parts.module
     module.train()
-    sampler = LengthBucketSampler([len(t) for t in tokens], config.batch_size, config.bucket_batches, config.seed)
-    spec = (SpecAugmentConfig(config.spec_time_masks, config.spec_time_mask_frames, config.spec_freq_masks,
-                              config.spec_freq_mask_bins, config.seed) if config.spec_augment else None)
-    collator = WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec)
-    dataset = TrainSet(train_utts, tokens, rows, sampler)
     # a private generator: creating an iterator draws a worker seed, which must not move the global RNG
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+    loader = torch.utils.data.DataLoader(parts.dataset, batch_sampler=parts.sampler, collate_fn=parts.collator,
                                          num_workers=config.dataloader_workers,
                                          generator=torch.Generator().manual_seed(config.seed))
     # fused AdamW: one kernel over all tensors (on a 2-core CPU, ~0.05 s a step instead of ~0.17 s at 58M params)
-    optimizer = torch.optim.AdamW(param_groups(module, config.weight_decay), lr=config.peak_learning_rate,
+    optimizer = torch.optim.AdamW(parts.param_groups, lr=config.peak_learning_rate,
                                   fused=acc.device.type in ("cpu", "cuda"))
+    sampler = parts.sampler
     micro_per_epoch = math.ceil(len(sampler) / world)
     total_steps = config.max_steps or config.num_epochs * math.ceil(micro_per_epoch / config.grad_accum_steps)
     # accelerate steps a prepared scheduler once per process per optimizer step: lengths are scaled to match
@@ -219,22 +213,12 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
 
     def evaluate() -> float:
         inner.eval()
-        # batches of similar duration, each with a decoding limit sized to its longest clip
+        # batches of similar duration (a decoding limit sized to the longest clip of each, for Whisper)
         mine = sorted(range(rank, len(dev_utts), world), key=lambda i: dev_utts[i].duration or 0.0)
         hyps: list[str] = []
         with torch.no_grad(), acc.autocast():
             for lo in range(0, len(mine), config.eval_batch_size):
-                chunk = mine[lo:lo + config.eval_batch_size]
-                if dev_rows is not None:
-                    x = torch.from_numpy(dev_rows.rows(chunk)).to(torch.float32)
-                else:
-                    x = asr.features([load_audio(dev_utts[i].audio_filepath) for i in chunk],
-                                     ids=[dev_utts[i].id for i in chunk])
-                hidden = inner.encoder_output(x.to(acc.device))
-                hyps += asr.transcribe_encoded(hidden, config.lang, task=config.task, batch_size=len(chunk),
-                                               max_new_tokens=token_budget(
-                                                   max(dev_utts[i].duration or 0.0 for i in chunk) or None,
-                                                   config.eval_max_new_tokens))
+                hyps += parts.decode_dev(mine[lo:lo + config.eval_batch_size])
         inner.train()
         pairs = dict(gather_object(list(zip(mine, hyps, strict=True))))
         import jiwer
@@ -245,8 +229,12 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
         state_dict = acc.get_state_dict(module)  # collective under FSDP/DeepSpeed
         if is_main:
             meta = {"config": config_json(config), "step": st["step"], "dev_wer": wer, "strategy": config.strategy,
-                    "base_model": str(model_dir)}
-            export_model(state_dict, asr, best_dir, lora_scaling=setup.lora_scaling, meta=meta)
+                    "base_model": str(model_dir), "route": route}
+            tmp = best_dir.with_name(f".{best_dir.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            parts.export_best(state_dict, meta, tmp)
+            swap_dir(tmp, best_dir)
         acc.wait_for_everyone()
 
     def save_last() -> None:
@@ -305,7 +293,7 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
             window["loss"] += loss.detach()
             window["micro"] += 1
             window["utts"] += len(index) * world
-            window["ids"] += [train_utts[i].id for i in index]
+            window["ids"] += [parts.train_ids[i] for i in index]
             if not acc.sync_gradients:
                 continue
             mean_loss = float(window["loss"]) / window["micro"]  # one device sync per optimizer step
@@ -348,9 +336,75 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
         best_step=st["best_step"], steps=st["step"], stop_reason=stop_reason or "max_steps",
         wall_time_s=time.perf_counter() - started, train_time_s=st["train_time_s"],
         train_utterances_per_s=st["utterances"] / max(st["train_time_s"], 1e-9),
-        trainable_params=setup.trainable_params, total_params=setup.total_params, strategy=config.strategy,
-        cache_build_s=cache_s, cache_stage=cache_stage, mixed_precision=precision, num_processes=world,
+        trainable_params=parts.trainable_params, total_params=parts.total_params, strategy=config.strategy,
+        cache_build_s=parts.cache_build_s, cache_stage=parts.cache_stage, mixed_precision=precision,
+        num_processes=world, route=route,
         weights_sha256=weights_sha256(inner), history_path=history_path)
     log.info("training done: %s after %d steps, best dev WER %s, %.2f utterances/s", result.stop_reason,
              result.steps, wer, result.train_utterances_per_s)
     return result
+
+
+def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: list[Any], out_dir: Path,
+                  config: TrainConfig, *, normalizer: Callable[[str], str], precision: str,
+                  emit: Callable[[TrainEvent], object], where: str) -> TrainParts:
+    """Whisper (seq2seq): model, strategy, encoder cache, batches and dev decoding for the loop."""
+    import torch
+
+    from speechtl.models.encoder_cache import cache_whisper_encoder
+    from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
+    from speechtl.strategies import (LengthBucketSampler, TrainSet, apply_strategy, export_model, param_groups,
+                                     set_dropout, train_module, training_items)
+
+    asr = WhisperASR.load(model_dir, device=acc.device, max_label_tokens=config.max_label_tokens)
+    try:
+        prefix = asr.prefix_tokens(config.lang, config.task)
+    except ValueError as exc:
+        raise ValueError(f"TrainConfig.lang={config.lang!r}: {exc}") from exc
+    train_utts, tokens, skipped = training_items(train_utts, asr, lang=config.lang, task=config.task,
+                                                 long_labels=config.long_labels, where=where)
+    if skipped and acc.is_main_process:
+        write_jsonl(out_dir / "skipped.jsonl", skipped)
+    if config.dropout is not None:
+        set_dropout(asr.model, config.dropout)
+    setup = apply_strategy(asr.model, config.strategy, top_k=config.top_k, lora_r=config.lora_r,
+                           lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                           lora_targets=config.lora_targets, freeze_embeddings=config.freeze_embeddings)
+    cache_stage = setup.frozen_stages if config.cache_encoder else 0
+    rows = dev_rows = None
+    cache_s = 0.0
+    if cache_stage:
+        all_rows, stats = cache_whisper_encoder(
+            asr, train_utts + dev_utts, cache_stage, Path(config.cache_dir or out_dir / "encoder_cache"),
+            precision=precision, batch_size=config.cache_batch_size, rank=acc.process_index,
+            world=acc.num_processes, barrier=acc.wait_for_everyone,
+            progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
+        rows, dev_rows = all_rows.part(0, len(train_utts)), all_rows.part(len(train_utts), len(all_rows))
+        cache_s = stats.build_s
+
+    module = train_module(asr.model, cache_stage, setup.frozen_stages)
+    sampler = LengthBucketSampler([len(t) for t in tokens], config.batch_size, config.bucket_batches, config.seed)
+    spec = (SpecAugmentConfig(config.spec_time_masks, config.spec_time_mask_frames, config.spec_freq_masks,
+                              config.spec_freq_mask_bins, config.seed) if config.spec_augment else None)
+
+    def decode_dev(chunk: list[int]) -> list[str]:
+        if dev_rows is not None:
+            x = torch.from_numpy(dev_rows.rows(chunk)).to(torch.float32)
+        else:
+            x = asr.features([load_audio(dev_utts[i].audio_filepath) for i in chunk],
+                             ids=[dev_utts[i].id for i in chunk])
+        hidden = module.encoder_output(x.to(acc.device))
+        budget = token_budget(max(dev_utts[i].duration or 0.0 for i in chunk) or None, config.eval_max_new_tokens)
+        return asr.transcribe_encoded(hidden, config.lang, task=config.task, batch_size=len(chunk),
+                                      max_new_tokens=budget)
+
+    def export_best(state_dict: dict[str, Any], meta: dict[str, Any], out: Path) -> None:
+        export_model(state_dict, asr, out, lora_scaling=setup.lora_scaling, meta=meta)
+
+    return TrainParts(
+        module=module, param_groups=param_groups(module, config.weight_decay),
+        dataset=TrainSet(train_utts, tokens, rows, sampler),
+        collator=WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec), sampler=sampler,
+        train_ids=[u.id for u in train_utts], decode_dev=decode_dev, export_best=export_best,
+        trainable_params=setup.trainable_params, total_params=setup.total_params, cache_stage=cache_stage,
+        cache_build_s=cache_s)

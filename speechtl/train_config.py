@@ -20,7 +20,9 @@ RESUMABLE_CHANGES = frozenset({"max_train_time_s", "num_threads", "dataloader_wo
 class TrainConfig:
     """How to fine-tune; validated on construction (errors name the field)."""
 
-    strategy: str = "head"  # what trains: head | top-k | lora | full (see speechtl.strategies)
+    route: str = "auto"  # model family: seq2seq (Whisper) | ctc (wav2vec2 family, or Whisper encoder + CTC head) |
+    # auto (seq2seq for a Whisper checkpoint, ctc for a wav2vec2-family one)
+    strategy: str = "head"  # what trains: head | top-k | lora | full (see speechtl.strategies); ctc also adapters
     top_k: int = 2  # top-k: encoder layers that train, counted from the top
     lora_r: int = 32  # lora: adapter rank
     lora_alpha: float = 64.0  # lora: adapter scale numerator (scale = lora_alpha / lora_r)
@@ -29,6 +31,7 @@ class TrainConfig:
     freeze_embeddings: bool = False  # keep decoder token + position embeddings fixed (not lora): less optimizer state
     dropout: float | None = None  # residual dropout of the trainable transformer layers; None = the model's own (0)
     learning_rate: float | None = None  # peak AdamW rate; None = the strategy's DEFAULT_LEARNING_RATE
+    head_learning_rate: float | None = None  # ctc: peak rate of the new output layer; None = 1e-3
     weight_decay: float = 0.0  # AdamW weight decay (never on biases and norms)
     warmup_steps: int = 50  # linear warmup in optimizer steps, then linear decay to 0 at the last step
     max_steps: int | None = None  # optimizer steps to run; wins over num_epochs when set
@@ -86,7 +89,10 @@ class TrainConfig:
             if getattr(self, name) not in options:
                 fail(name, f"must be one of {list(options)}")
 
-        choice("strategy", STRATEGIES)
+        choice("route", ("auto", "seq2seq", "ctc"))
+        choice("strategy", (*STRATEGIES, "adapters"))
+        if self.strategy == "adapters" and self.route == "seq2seq":
+            fail("strategy", "'adapters' (MMS attention adapters) is a ctc strategy; Whisper has lora")
         choice("mixed_precision", MIXED_PRECISION)
         choice("long_labels", ("error", "skip"))
         choice("task", ("transcribe", "translate"))
@@ -105,6 +111,7 @@ class TrainConfig:
         number("lora_dropout", 0, False, 1)
         number("dropout", 0, False, 0.9, optional=True)
         number("learning_rate", 0, True, optional=True)
+        number("head_learning_rate", 0, True, optional=True)
         number("weight_decay", 0, False)
         number("max_grad_norm", 0, True, optional=True)
         number("max_train_time_s", 0, True, optional=True)

@@ -2,39 +2,24 @@ import numpy as np
 import pytest
 import torch
 
-from speechtl.ctc_batches import IGNORE_INDEX, CtcCollator, bucket_batches
+from speechtl.ctc_batches import IGNORE_INDEX, CtcCollator
+from speechtl.strategies import LengthBucketSampler
 
 
-def test_buckets_cover_every_utterance_once_within_the_budget():
+def test_duration_buckets_waste_less_padding_than_random_batches():
+    # CTC training batches utterances by duration (milliseconds) with the seeded length-bucket sampler
     rng = np.random.default_rng(0)
-    durations = rng.uniform(0.5, 12.0, size=300).tolist()
-    batches = bucket_batches(durations, max_batch_seconds=40, max_batch_size=16, seed=1)
-    flat = sorted(i for b in batches for i in b)
-    assert flat == list(range(300))
-    for b in batches:
-        assert len(b) <= 16 and max(durations[i] for i in b) * len(b) <= 40
-    assert bucket_batches(durations, max_batch_seconds=40, max_batch_size=16, seed=1) == batches
-    assert bucket_batches(durations, max_batch_seconds=40, max_batch_size=16, seed=2) != batches
-
-
-def test_buckets_waste_less_padding_than_random_batches():
-    rng = np.random.default_rng(0)
-    durations = rng.uniform(0.5, 12.0, size=400).tolist()
-    batches = bucket_batches(durations, max_batch_seconds=48, max_batch_size=8, seed=0)
+    durations_ms = rng.integers(500, 12_000, size=400).tolist()
+    sampler = LengthBucketSampler(durations_ms, batch_size=8, bucket_batches=50, seed=0)
+    batches = sampler.batches()
+    assert sorted(i for b in batches for i in b) == list(range(400))
 
     def padded(bs):
-        return sum(max(durations[i] for i in b) * len(b) for b in bs)
+        return sum(max(durations_ms[i] for i in b) * len(b) for b in bs)
 
     order = rng.permutation(400).tolist()
     random_batches = [order[k:k + 8] for k in range(0, 400, 8)]
     assert padded(batches) < 0.8 * padded(random_batches)
-
-
-@pytest.mark.parametrize(("durations", "match"), [([1.0, 0.0], "utterance 1: duration"),
-                                                  ([1.0, 50.0], "utterance 1: duration 50.00 s exceeds")])
-def test_bad_durations_name_the_utterance(durations, match):
-    with pytest.raises(ValueError, match=match):
-        bucket_batches(durations, max_batch_seconds=40)
 
 
 def test_collator_pads_waves_masks_and_labels():

@@ -1,0 +1,387 @@
+"""CTC models: a wav2vec2-family encoder or the Whisper encoder under a new character head.
+
+Two kinds share one interface (:class:`CtcASR`):
+
+* ``hf``: any transformers ``*ForCTC`` checkpoint of the wav2vec2 family
+  (wav2vec2, XLS-R, MMS, HuBERT, WavLM, data2vec-audio, UniSpeech, SEW).
+  The feature encoder (the CNN over the waveform) stays frozen; the output
+  layer is replaced by a fresh one sized to the run's vocabulary unless the
+  checkpoint already speaks it. Batches are raw waveforms, normalized and
+  padded, with an attention mask where the checkpoint was trained with one.
+* ``whisper-encoder``: the encoder of a Whisper checkpoint plus a linear CTC
+  head. Whisper's encoder always sees 30 s of log-mel features, so the head
+  emits 1,500 frames (50 Hz) per utterance and learns to put blanks over the
+  padding; nothing needs per-utterance lengths, and the encoder stages run
+  through :func:`speechtl.models.whisper.run_encoder`, so the frozen prefix can
+  be cached exactly as for Whisper fine-tuning.
+
+Strategies (``CTC_STRATEGIES``): ``head`` trains the output layer only;
+``top-k`` also the top ``k`` transformer layers; ``full`` everything but the
+feature encoder (Whisper: but the conv stem); ``adapters`` the MMS-style
+attention adapters of checkpoints that have them (``adapter_attn_dim``) plus
+the head.
+
+A trained model is saved as a directory with ``speechtl_ctc.json`` (kind,
+language), ``vocab.json`` and the weights; :meth:`CtcASR.load` reads it back.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechtl.ctc_batches import CtcCollator
+from speechtl.ctc_vocab import PAD, CtcVocab, load_vocab
+from speechtl.manifest import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# transformers model types whose *ForCTC classes this module drives
+CTC_MODEL_TYPES = frozenset({"wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "data2vec-audio", "unispeech",
+                             "unispeech-sat", "sew", "sew-d"})
+CTC_STRATEGIES = ("head", "top-k", "full", "adapters")
+META_FILE = "speechtl_ctc.json"
+WHISPER_KIND, HF_KIND = "whisper-encoder", "hf"
+DEFAULT_HEAD_LEARNING_RATE = 1e-3  # a fresh output layer tolerates far larger steps than pretrained weights
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("CTC models need torch: pip install 'speechtl[train]'") from exc
+    return torch
+
+
+def architecture(model_dir: Path | str) -> str:
+    """``"seq2seq"`` (Whisper) or ``"ctc"`` for a model directory, from its config; other models are an error."""
+    model_dir = Path(model_dir)
+    if (model_dir / META_FILE).is_file():
+        return "ctc"
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{model_dir}: field 'config.json' unreadable ({exc})") from exc
+    model_type = config.get("model_type")
+    if model_type == "whisper":
+        return "seq2seq"
+    if model_type in CTC_MODEL_TYPES:
+        return "ctc"
+    raise ValueError(f"{model_dir}: config.json field 'model_type' is {model_type!r}; speechtl adapts whisper "
+                     f"(seq2seq) and the CTC family {sorted(CTC_MODEL_TYPES)}")
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper_ctc_class() -> type:
+    torch = _torch()
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    class WhisperEncoderCtc(torch.nn.Module):
+        """Whisper encoder + linear CTC head; ``.model.encoder`` mirrors WhisperForConditionalGeneration, so
+        :func:`run_encoder` and the encoder cache work on it unchanged."""
+
+        def __init__(self, config: Any, vocab_size: int) -> None:
+            super().__init__()
+            self.config = config
+            self.model = torch.nn.Module()
+            self.model.encoder = WhisperEncoder(config)
+            self.lm_head = torch.nn.Linear(config.d_model, vocab_size)
+
+    return WhisperEncoderCtc
+
+
+def _new_head(in_features: int, vocab_size: int, seed: int) -> Any:
+    torch = _torch()
+    generator = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(in_features, vocab_size)
+    with torch.no_grad():
+        head.weight.normal_(0.0, 0.02, generator=generator)
+        head.bias.zero_()
+    return head
+
+
+class CtcASR:
+    """A CTC model, its vocabulary and feature extraction, on one device; decodes greedily or with ``decoder``."""
+
+    def __init__(self, model: Any, vocab: CtcVocab, kind: str, feature_extractor: Any, *,
+                 return_attention_mask: bool = True) -> None:
+        self.model, self.vocab, self.kind = model, vocab, kind
+        self.feature_extractor = feature_extractor
+        self.return_attention_mask = return_attention_mask
+        self.decoder: Any = None  # a speechtl.ctc_decode.BeamDecoder; None = greedy
+        self.collator = CtcCollator(normalize=getattr(feature_extractor, "do_normalize", True))
+
+    # ---------------------------------------------------------------- loading and saving
+
+    @classmethod
+    def load(cls, model_dir: Path | str, *, lang: str, vocab: CtcVocab | None = None, device: Any = "cpu",
+             seed: int = 0) -> CtcASR:
+        """A saved speechtl CTC model, or a pretrained checkpoint with a head for ``vocab``.
+
+        Without ``vocab`` a pretrained wav2vec2-family checkpoint keeps its own
+        head and ``vocab.json`` (the unadapted baseline); a Whisper checkpoint
+        always needs one, as it has no CTC head.
+        """
+        model_dir = Path(model_dir)
+        meta_path = model_dir / META_FILE
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            saved_vocab = load_vocab(model_dir / "vocab.json", meta.get("lang", lang))
+            if vocab is not None and vocab.symbols != saved_vocab.symbols:
+                raise ValueError(f"{model_dir}: its vocab.json differs from the run's vocabulary")
+            return cls._load(model_dir, saved_vocab, meta["kind"], device, seed, keep_head=True)
+        kind = WHISPER_KIND if architecture(model_dir) == "seq2seq" else HF_KIND
+        if vocab is None:
+            if kind == WHISPER_KIND:
+                raise ValueError(f"{model_dir}: a Whisper checkpoint has no CTC head; pass the run's vocabulary")
+            if not (model_dir / "vocab.json").is_file():
+                raise ValueError(f"{model_dir}: field 'vocab.json' missing: the checkpoint has no CTC vocabulary of "
+                                 "its own, so a new head needs the run's vocabulary")
+            return cls._load(model_dir, load_vocab(model_dir / "vocab.json", lang), kind, device, seed, keep_head=True)
+        return cls._load(model_dir, vocab, kind, device, seed, keep_head=False)
+
+    @classmethod
+    def _load(cls, model_dir: Path, vocab: CtcVocab, kind: str, device: Any, seed: int, keep_head: bool) -> CtcASR:
+        torch = _torch()
+        size = len(vocab.symbols)
+        if kind == WHISPER_KIND:
+            from transformers import WhisperConfig, WhisperFeatureExtractor
+
+            config = WhisperConfig.from_pretrained(model_dir)
+            model = _whisper_ctc_class()(config, size)
+            if keep_head:
+                from safetensors.torch import load_file
+
+                model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+            else:
+                from transformers import WhisperForConditionalGeneration
+
+                whisper = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+                model.model.encoder.load_state_dict(whisper.model.encoder.state_dict())
+                model.lm_head = _new_head(config.d_model, size, seed)
+                del whisper
+            fe = WhisperFeatureExtractor.from_pretrained(model_dir)
+            asr = cls(model, vocab, kind, fe)
+        else:
+            from transformers import AutoConfig, AutoModelForCTC, Wav2Vec2FeatureExtractor
+
+            config = AutoConfig.from_pretrained(model_dir)
+            overrides = {"pad_token_id": vocab.symbols.index(PAD), "ctc_loss_reduction": "mean",
+                         "ctc_zero_infinity": True, "layerdrop": 0.0}
+            if keep_head:
+                model = AutoModelForCTC.from_pretrained(model_dir, dtype=torch.float32, **overrides)
+            else:
+                # the checkpoint's head (if any) belongs to another alphabet: load the body, then a fresh head
+                model = AutoModelForCTC.from_pretrained(model_dir, dtype=torch.float32, vocab_size=size,
+                                                        ignore_mismatched_sizes=True, **overrides)
+                model.lm_head = _new_head(model.lm_head.in_features, size, seed)
+                model.config.vocab_size = size
+            if model.lm_head.out_features != size:
+                raise ValueError(f"{model_dir}: the CTC head has {model.lm_head.out_features} outputs but "
+                                 f"vocab.json has {size} symbols")
+            if (model_dir / "preprocessor_config.json").is_file():
+                fe = Wav2Vec2FeatureExtractor.from_pretrained(model_dir)
+            else:
+                fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+            # checkpoints with group-norm feature encoders (wav2vec2-base) were trained without attention masks
+            mask = getattr(config, "feat_extract_norm", "layer") == "layer"
+            asr = cls(model, vocab, kind, fe, return_attention_mask=mask)
+        asr.model.to(device)
+        asr.model.eval()
+        return asr
+
+    def save(self, out_dir: Path | str, *, lang: str, state_dict: dict[str, Any] | None = None,
+             meta: dict[str, Any] | None = None) -> None:
+        """Weights (``model.safetensors``), configs, ``vocab.json`` and ``speechtl_ctc.json`` into ``out_dir``."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = state_dict if state_dict is not None else self.model.state_dict()
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        if self.kind == WHISPER_KIND:
+            from safetensors.torch import save_file
+
+            save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+            self.model.config.save_pretrained(out_dir)
+        else:
+            self.model.save_pretrained(out_dir, state_dict=state)
+        self.feature_extractor.save_pretrained(out_dir)
+        self.vocab.save(out_dir / "vocab.json")
+        info = {"kind": self.kind, "lang": lang, "vocab_size": len(self.vocab.symbols), **(meta or {})}
+        atomic_write_text(out_dir / META_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+
+    # ---------------------------------------------------------------- running
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.vocab.symbols
+
+    def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None) -> Any:
+        """Whisper kind: 30 s log-mel features (batch, mels, 3000). HF kind: a batch dict (input_values, mask)."""
+        if self.kind == WHISPER_KIND:
+            out = self.feature_extractor(list(audios), sampling_rate=16000, return_tensors="pt")
+            return out.input_features.to(self.device)
+        batch = self.collator.waveforms(audios)
+        if not self.return_attention_mask:
+            batch.pop("attention_mask")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def encode(self, x: Any, start: int = 0, stop: int | None = None) -> Any:
+        """Whisper kind: encoder stages ``[start, stop)`` (see :func:`speechtl.models.whisper.run_encoder`)."""
+        from speechtl.models.whisper import run_encoder
+
+        return run_encoder(self.model, x, start, stop)
+
+    def log_probs(self, batch: Any) -> tuple[np.ndarray, list[int]]:
+        """Per-frame log-probabilities (batch, frames, vocab) as float32 numpy, and the valid frames of each."""
+        torch = _torch()
+        with torch.no_grad():
+            if self.kind == WHISPER_KIND:
+                logits = self.model.lm_head(self.encode(batch))
+                lengths = [logits.shape[1]] * logits.shape[0]
+            else:
+                logits = self.model(**batch).logits
+                if "attention_mask" in batch:
+                    lengths = self.model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).tolist()
+                else:
+                    lengths = [logits.shape[1]] * logits.shape[0]
+            return torch.log_softmax(logits.float(), dim=-1).cpu().numpy(), [int(n) for n in lengths]
+
+    def _decode(self, log_probs: np.ndarray, lengths: Sequence[int]) -> list[str]:
+        if self.decoder is not None:
+            return [self.decoder.decode(lp[:n]) for lp, n in zip(log_probs, lengths)]
+        from speechtl.ctc_decode import greedy_decode
+
+        return [greedy_decode(lp[:n], self.symbols) for lp, n in zip(log_probs, lengths)]
+
+    def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
+                   batch_size: int = 8) -> list[str]:
+        """One transcript per 16 kHz float32 array (``lang`` and ``prompt`` do not steer a CTC model)."""
+        if prompt:
+            raise ValueError("a CTC model takes no text prompt (use the beam decoder's term boosting)")
+        out: list[str] = []
+        self.model.eval()
+        for lo in range(0, len(audios), batch_size):
+            log_probs, lengths = self.log_probs(self.features(audios[lo:lo + batch_size]))
+            out += self._decode(log_probs, lengths)
+        return out
+
+    def transcribe_encoded(self, encoder_hidden_states: Any, lang: str, *, prompt: str | None = None,
+                           batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128) -> list[str]:
+        """Whisper kind: transcripts from encoder outputs (what the encoder cache hands back)."""
+        torch = _torch()
+        if prompt:
+            raise ValueError("a CTC model takes no text prompt (use the beam decoder's term boosting)")
+        head = self.model.lm_head
+        with torch.no_grad():
+            x = encoder_hidden_states.to(device=head.weight.device, dtype=head.weight.dtype)
+            log_probs = torch.log_softmax(head(x).float(), dim=-1).cpu().numpy()
+        return self._decode(log_probs, [log_probs.shape[1]] * log_probs.shape[0])
+
+
+# ------------------------------------------------------------------ strategies
+
+
+def _encoder_layers(asr: CtcASR) -> Any:
+    return asr.model.model.encoder.layers if asr.kind == WHISPER_KIND else asr.model.base_model.encoder.layers
+
+
+def apply_ctc_strategy(asr: CtcASR, strategy: str, *, top_k: int = 2) -> dict[str, Any]:
+    """Set ``requires_grad`` for ``strategy``; returns counts and the leading encoder stages left frozen.
+
+    ``frozen_stages`` (Whisper kind) is what the encoder cache can hold:
+    everything for ``head``, the conv stem and lower layers for ``top-k``, the
+    conv stem for ``full``. The HF kind reports 0 (it is not cached).
+    """
+    if strategy not in CTC_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is not one of the CTC strategies {CTC_STRATEGIES}")
+    model = asr.model
+    layers = _encoder_layers(asr)
+    n_layers = len(layers)
+    model.requires_grad_(False)
+    model.lm_head.requires_grad_(True)
+    frozen = 0
+    if strategy == "adapters":
+        if asr.kind == WHISPER_KIND or not getattr(model.config, "adapter_attn_dim", None):
+            raise ValueError("strategy 'adapters' needs a checkpoint with MMS attention adapters (adapter_attn_dim); "
+                             "use head, top-k or full")
+        for name, p in model.named_parameters():
+            if ".adapter_layer." in name:
+                p.requires_grad_(True)
+    elif strategy == "top-k":
+        if not 1 <= top_k <= n_layers:
+            raise ValueError(f"top_k={top_k} must be between 1 and the model's {n_layers} encoder layers")
+        for layer in layers[n_layers - top_k:]:
+            layer.requires_grad_(True)
+    elif strategy == "full":
+        model.requires_grad_(True)
+    if asr.kind == WHISPER_KIND:
+        enc = model.model.encoder
+        enc.embed_positions.requires_grad_(False)
+        if strategy == "full":
+            enc.conv1.requires_grad_(False)
+            enc.conv2.requires_grad_(False)
+        if strategy in ("top-k", "full"):
+            enc.layer_norm.requires_grad_(True)
+        from speechtl.strategies import frozen_stages
+
+        frozen = frozen_stages(model)
+    else:
+        model.freeze_feature_encoder()
+        if strategy in ("top-k", "full") and getattr(model.config, "do_stable_layer_norm", False):
+            model.base_model.encoder.layer_norm.requires_grad_(True)  # applied after the last layer
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("CTC strategy %s: %d of %d parameters train (%.2f%%)", strategy, trainable, total,
+             100 * trainable / total)
+    return {"trainable_params": trainable, "total_params": total, "frozen_stages": frozen}
+
+
+@functools.lru_cache(maxsize=1)
+def _module_class() -> type:
+    torch = _torch()
+
+    class CtcTrainModule(torch.nn.Module):
+        """CTC loss of a :class:`CtcASR` model; Whisper kind: encoder input enters at ``start_stage``."""
+
+        def __init__(self, asr: CtcASR, start_stage: int, grad_stage: int) -> None:
+            super().__init__()
+            self.net = asr.model
+            self.kind = asr.kind
+            self.blank = asr.vocab.symbols.index(PAD)
+            self.start_stage, self.grad_stage = start_stage, max(grad_stage, start_stage)
+
+        def forward(self, labels: Any, encoder_input: Any = None, input_values: Any = None,
+                    attention_mask: Any = None) -> Any:
+            if self.kind != WHISPER_KIND:
+                return self.net(input_values, attention_mask=attention_mask, labels=labels).loss
+            from speechtl.models.whisper import num_encoder_stages, run_encoder
+
+            x = encoder_input
+            if self.start_stage < self.grad_stage:
+                with torch.no_grad():
+                    x = run_encoder(self.net, x, self.start_stage, self.grad_stage)
+            x = run_encoder(self.net, x, self.grad_stage, num_encoder_stages(self.net))
+            log_probs = torch.log_softmax(self.net.lm_head(x).float(), dim=-1)
+            mask = labels != -100
+            targets = labels[mask]
+            input_lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+            return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, mask.sum(-1),
+                                                blank=self.blank, reduction="mean", zero_infinity=True)
+
+    return CtcTrainModule
+
+
+def ctc_train_module(asr: CtcASR, start_stage: int = 0, grad_stage: int = 0) -> Any:
+    """The module the loop optimizes: ``module(labels=..., encoder_input=...)`` (Whisper kind) or
+    ``module(labels=..., input_values=..., attention_mask=...)`` (HF kind) -> mean CTC loss."""
+    return _module_class()(asr, start_stage, grad_stage)
