@@ -168,18 +168,21 @@ def _data_override(recipe_path: str, data: str) -> dict[str, Any]:
     return {f"data.sources.{corpora[0]}.path": data, f"data.sources.{corpora[0]}.format": None}
 
 
-def _load_asr(model: str):
+def _load_asr(model: str, lang: str):
+    """Whisper, or a CTC model (a speechtl CTC run's output, a wav2vec2-family checkpoint with its head)."""
     from speechtl.models.registry import resolve
+    from speechtl.models.wav2vec2 import CtcASR, architecture
     from speechtl.models.whisper import WhisperASR
 
-    return WhisperASR.load(resolve(model).hf_dir)
+    hf_dir = resolve(model).hf_dir
+    return CtcASR.load(hf_dir, lang=lang) if architecture(hf_dir) == "ctc" else WhisperASR.load(hf_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from speechtl.evaluate import evaluate_manifest
     from speechtl.scoring import read_terms
 
-    asr = _load_asr(args.model)
+    asr = _load_asr(args.model, args.lang)
     metrics = evaluate_manifest(
         asr, args.manifest, args.out, lang=args.lang, prompt=args.prompt,
         terms=read_terms(args.terms) if args.terms else None, batch_size=args.batch_size, model_name=args.model,
@@ -209,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from speechtl.audio import AudioConfig, decode, process
 
-    asr = _load_asr(args.model)
+    asr = _load_asr(args.model, args.lang)
     config = AudioConfig(trim=False, min_duration_s=0.0, segmentation=True)
     audios = []
     for path in args.audio:

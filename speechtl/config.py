@@ -83,6 +83,26 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DecodeConfig:
+    """CTC route: the LM beam search scored as system "adapted+lm" (the Whisper route ignores this section)."""
+
+    lm: bool = True  # also decode the adapted CTC model with the n-gram LM beam search
+    lm_sentences: tuple[str, ...] = ()  # LM text files (one sentence a line) besides the train transcripts;
+    # any dev or test sentence in them is removed first
+    lm_order: int = 3  # n-gram order
+    beam_size: int = 50  # hypotheses kept per frame
+    lm_weights: tuple[float, ...] = (0.5, 1.0, 2.0)  # candidates; the lowest dev WER decodes the test sets
+    word_scores: tuple[float, ...] = (0.0, 1.0)  # candidate per-word bonuses, tried with every lm_weight
+    term_boost: float = 1.0  # log10 LM bonus per word of an eval.terms term
+
+    def __post_init__(self) -> None:
+        if self.lm_order < 1 or self.beam_size < 1:
+            raise ConfigError("decode: lm_order and beam_size must be >= 1")
+        if not self.lm_weights or not self.word_scores:
+            raise ConfigError("decode: lm_weights and word_scores need at least one candidate each")
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     formats: tuple[str, ...] = ("hf", "ct2")  # "hf" (transformers dir), "ct2" (CTranslate2 dir)
     ct2_quantization: str = "float16"  # CTranslate2 weight type: float16, int8, int8_float16, float32
@@ -97,6 +117,7 @@ class RecipeConfig:
     eval: EvalConfig  # what to score
     train: TrainConfig = field(default_factory=TrainConfig)  # strategy and hyperparameters
     export: ExportConfig = field(default_factory=ExportConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # CTC route: LM beam search
     seed: int = 0  # the seed every stage derives its own from
     num_workers: int = 2  # worker processes for data prep and synthesis
 

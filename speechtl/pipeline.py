@@ -259,7 +259,10 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
     t = time.perf_counter()
     with state.main_process_first():
         model = resolve(recipe.model)
-    notify(f"model {recipe.model}: {model.hf_dir} ({model.source})")
+    from speechtl.models.wav2vec2 import architecture
+
+    route = architecture(model.hf_dir) if recipe.train.route == "auto" else recipe.train.route
+    notify(f"model {recipe.model}: {model.hf_dir} ({model.source}); route {route}")
     timings["model_s"] = time.perf_counter() - t
 
     evaluations: dict[str, Any] = {}
@@ -268,11 +271,11 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
         if checkpoints.exists() and not resume:  # a re-run trains afresh; --resume continues instead
             notify(f"train: removing the earlier run's {checkpoints} (pass --resume to continue it)")
             shutil.rmtree(checkpoints)
-        _baseline(recipe, model, run_dir, train_manifest, dev_manifest, sets, evaluations, timings, notify)
+        _baseline(recipe, model, route, run_dir, train_manifest, dev_manifest, sets, evaluations, timings, notify)
     state.wait_for_everyone()
 
     t = time.perf_counter()
-    train_config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed,
+    train_config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed, route=route,
                                        cache_dir=recipe.train.cache_dir or str(run_dir / "encoder_cache"))
     result = train(
         model.hf_dir, train_manifest, dev_manifest, run_dir / "checkpoints", train_config,
@@ -285,14 +288,26 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
     timings["train_s"] = time.perf_counter() - t
     if not main:
         return {}
-    return _finish(recipe, resolved, model, run_dir, prepared, sets, result, evaluations, timings, started, notify)
+    return _finish(recipe, resolved, model, run_dir, prepared, (train_manifest, dev_manifest), sets, result,
+                   evaluations, timings, started, notify)
 
 
-def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: Path, dev_manifest: Path,
-              sets: dict[str, Path], evaluations: dict[str, Any], timings: dict[str, float], notify: Notify) -> None:
+def _baseline(recipe: RecipeConfig, model: Any, route: str, run_dir: Path, train_manifest: Path,
+              dev_manifest: Path, sets: dict[str, Path], evaluations: dict[str, Any], timings: dict[str, float],
+              notify: Notify) -> None:
+    from speechtl.models.wav2vec2 import architecture
     from speechtl.models.whisper import WhisperASR
 
     t = time.perf_counter()
+    if architecture(model.hf_dir) == "ctc":  # a wav2vec2-family checkpoint: its own CTC head, if it has one
+        from speechtl.pipeline_ctc import hf_baseline
+
+        own = hf_baseline(model.hf_dir, recipe.lang, notify)
+        if own is not None:
+            evaluations["baseline"] = _evaluate_all(own, "baseline", sets, run_dir, recipe, recipe.model, None, notify)
+        timings["baseline_eval_s"] = time.perf_counter() - t
+        return
+    # Whisper, also under the CTC route (a CTC head on its encoder): the unadapted Whisper is the baseline
     baseline = _transcriber(WhisperASR.load(model.hf_dir), recipe, run_dir)
     if hasattr(baseline, "prepare"):  # one encoder pass for every utterance of the run
         everything = [u for path in (train_manifest, dev_manifest, *sets.values()) for u in read_manifest(path)]
@@ -316,10 +331,27 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
     timings["baseline_eval_s"] = time.perf_counter() - t
 
 
+def _evaluate_ctc(recipe: RecipeConfig, run_dir: Path, manifests: tuple[Path, Path], sets: dict[str, Path],
+                  result: Any, evaluations: dict[str, Any], notify: Notify) -> dict[str, Any] | None:
+    """The adapted CTC model greedy ("adapted") and with the dev-tuned LM beam search ("adapted+lm")."""
+    from speechtl.models.wav2vec2 import CtcASR
+    from speechtl.pipeline_ctc import beam_decoder, transcriber
+
+    asr = CtcASR.load(result.best_dir, lang=recipe.lang)
+    target = transcriber(asr, result, recipe, run_dir)
+    evaluations["adapted"] = _evaluate_all(target, "adapted", sets, run_dir, recipe, str(result.best_dir), None, notify)
+    if not recipe.decode.lm:
+        return None
+    decoding = beam_decoder(asr, target, recipe, run_dir, *manifests, list(sets.values()), notify)
+    evaluations["adapted+lm"] = _evaluate_all(target, "adapted+lm", sets, run_dir, recipe, str(result.best_dir),
+                                              None, notify)
+    return decoding
+
+
 def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir: Path,
-            prepared: dict[str, dict[str, Path]], sets: dict[str, Path], result: Any, evaluations: dict[str, Any],
-            timings: dict[str, float], started: float, notify: Notify) -> dict[str, Any]:
-    """Adapted evaluation, export and report (main process)."""
+            prepared: dict[str, dict[str, Path]], manifests: tuple[Path, Path], sets: dict[str, Path], result: Any,
+            evaluations: dict[str, Any], timings: dict[str, float], started: float, notify: Notify) -> dict[str, Any]:
+    """Adapted evaluation, export and report (main process); ``manifests`` are the train and dev manifests."""
     from speechtl.scoring import scoring_normalizer
     from speechtl.export import export_ct2, export_hf
     from speechtl.models.whisper import WhisperASR
@@ -327,16 +359,23 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
     from speechtl.report_data import enrich, read_history
 
     t = time.perf_counter()
-    adapted = _transcriber(WhisperASR.load(result.best_dir), recipe, run_dir)
-    evaluations["adapted"] = _evaluate_all(adapted, "adapted", sets, run_dir, recipe, str(result.best_dir), None, notify)
-    del adapted
+    decoding = None
+    if result.route == "ctc":
+        decoding = _evaluate_ctc(recipe, run_dir, manifests, sets, result, evaluations, notify)
+    else:
+        adapted = _transcriber(WhisperASR.load(result.best_dir), recipe, run_dir)
+        evaluations["adapted"] = _evaluate_all(adapted, "adapted", sets, run_dir, recipe, str(result.best_dir), None,
+                                               notify)
+        del adapted
     timings["adapted_eval_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     exports = {}
     if "hf" in recipe.export.formats:
         exports["hf"] = str(export_hf(result.best_dir, run_dir / "export" / "hf"))
-    if "ct2" in recipe.export.formats:
+    if "ct2" in recipe.export.formats and result.route == "ctc":
+        notify("export ct2: skipped, CTranslate2 export is for the Whisper (seq2seq) route")
+    elif "ct2" in recipe.export.formats:
         exports["ct2"] = str(export_ct2(result.best_dir, run_dir / "export" / "ct2", recipe.export.ct2_quantization))
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
@@ -353,6 +392,7 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
         "train": result.to_json() if hasattr(result, "to_json") else asdict(result),
         "train_history": read_history(getattr(result, "history_path", None)),
         "exports": exports,
+        "decoding": decoding,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
     # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl

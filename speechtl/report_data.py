@@ -33,9 +33,10 @@ from speechtl.significance import paired_bootstrap
 
 log = logging.getLogger(__name__)
 
-SYSTEM_ORDER = ("baseline", "baseline+prompt", "adapted")  # report order; other systems follow
+SYSTEM_ORDER = ("baseline", "baseline+prompt", "adapted", "adapted+lm")  # report order; other systems follow
 # (a, b) pairs compared with the paired bootstrap, b - a, when both scored the set
-COMPARISONS = (("baseline", "adapted"), ("baseline+prompt", "adapted"), ("baseline", "baseline+prompt"))
+COMPARISONS = (("baseline", "adapted"), ("baseline+prompt", "adapted"), ("baseline", "baseline+prompt"),
+               ("baseline", "adapted+lm"), ("adapted", "adapted+lm"))
 NUM_EXAMPLES = 6  # aligned examples per set
 
 
