@@ -353,8 +353,16 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
 
     from speechtl.models.encoder_cache import cache_whisper_encoder
     from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
-    from speechtl.strategies import (LengthBucketSampler, TrainSet, apply_strategy, export_model, param_groups,
-                                     set_dropout, train_module, training_items)
+    from speechtl.strategies import (
+        LengthBucketSampler,
+        TrainSet,
+        apply_strategy,
+        export_model,
+        param_groups,
+        set_dropout,
+        train_module,
+        training_items,
+    )
 
     asr = WhisperASR.load(model_dir, device=acc.device, max_label_tokens=config.max_label_tokens)
     try:

@@ -94,8 +94,14 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
     import torch
 
     from speechtl.models.encoder_cache import cache_whisper_encoder
-    from speechtl.models.wav2vec2 import (DEFAULT_HEAD_LEARNING_RATE, WHISPER_KIND, CtcASR, apply_ctc_strategy,
-                                          ctc_train_module)
+    from speechtl.models.wav2vec2 import (
+        DEFAULT_HEAD_LEARNING_RATE,
+        WHISPER_KIND,
+        CtcASR,
+        apply_ctc_strategy,
+        ctc_train_module,
+        whisper_frames,
+    )
     from speechtl.strategies import LengthBucketSampler, param_groups
 
     problems = validate(train_utts)
@@ -123,6 +129,8 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
         cache_s = stats.build_s
     module = ctc_train_module(asr, cache_stage, setup["frozen_stages"] if whisper else 0)
     labels = [vocab.encode(t) for t in texts]
+    # Whisper kind: CTC reads the encoder frames that cover each utterance's audio
+    num_frames = [whisper_frames(round((u.duration or 30.0) * 16000)) for u in train_utts]
     # similar lengths together: label length for the fixed 30 s Whisper input, duration otherwise
     lengths = [len(ids) for ids in labels] if whisper else [round(1000 * (u.duration or 0.0)) for u in train_utts]
     sampler = LengthBucketSampler(lengths, config.batch_size, config.bucket_batches, config.seed)
@@ -137,7 +145,9 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
             x = asr.features([e["input"] for e in items])
         else:
             x = torch.from_numpy(np.stack([np.asarray(e["input"]) for e in items])).to(torch.float32)
-        return {"encoder_input": x, "labels": batch_labels, "index": index}
+        frames = [whisper_frames(len(e["input"])) if rows is None else num_frames[e["index"]] for e in items]
+        return {"encoder_input": x, "num_frames": torch.as_tensor(frames, dtype=torch.long), "labels": batch_labels,
+                "index": index}
 
     def decode_dev(chunk: list[int]) -> list[str]:
         if not whisper:
@@ -150,7 +160,7 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
         else:
             x = asr.features([load_audio(dev_utts[i].audio_filepath) for i in chunk])
         hidden = run_encoder(asr.model, x, cache_stage, num_encoder_stages(asr.model))
-        return asr.transcribe_encoded(hidden, config.lang)
+        return asr.transcribe_encoded(hidden, config.lang, durations_s=[dev_utts[i].duration for i in chunk])
 
     def export_best(state_dict: dict[str, Any], meta: dict[str, Any], out: Path) -> None:
         state = {k[len("net."):]: v for k, v in state_dict.items() if k.startswith("net.")}

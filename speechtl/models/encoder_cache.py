@@ -335,5 +335,6 @@ class CachedEncoderTranscriber:
         if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
             hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
         budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
+        extra = {"durations_s": [u.duration for u in utts]} if getattr(self.asr, "takes_durations", False) else {}
         return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
-                                           num_beams=self.num_beams, max_new_tokens=budget)
+                                           num_beams=self.num_beams, max_new_tokens=budget, **extra)

@@ -9,11 +9,12 @@ Two kinds share one interface (:class:`CtcASR`):
   checkpoint already speaks it. Batches are raw waveforms, normalized and
   padded, with an attention mask where the checkpoint was trained with one.
 * ``whisper-encoder``: the encoder of a Whisper checkpoint plus a linear CTC
-  head. Whisper's encoder always sees 30 s of log-mel features, so the head
-  emits 1,500 frames (50 Hz) per utterance and learns to put blanks over the
-  padding; nothing needs per-utterance lengths, and the encoder stages run
-  through :func:`speechtl.models.whisper.run_encoder`, so the frozen prefix can
-  be cached exactly as for Whisper fine-tuning.
+  head. Whisper's encoder always sees 30 s of log-mel features (1,500 output
+  frames at 50 Hz); the head reads only the frames that cover the audio
+  (:func:`whisper_frames`), so CTC aligns the transcript with speech rather
+  than with the padding. The encoder stages run through
+  :func:`speechtl.models.whisper.run_encoder`, so the frozen prefix can be
+  cached exactly as for Whisper fine-tuning.
 
 Strategies (``CTC_STRATEGIES``): ``head`` trains the output layer only;
 ``top-k`` also the top ``k`` transformer layers; ``full`` everything but the
@@ -96,6 +97,11 @@ def _whisper_ctc_class() -> type:
     return WhisperEncoderCtc
 
 
+def whisper_frames(num_samples: int, max_frames: int = 1500) -> int:
+    """Whisper encoder frames covering ``num_samples`` of 16 kHz audio (10 ms mel hop, conv stride 2), plus one."""
+    return max(1, min(max_frames, -(-int(num_samples) // 320) + 1))
+
+
 def _new_head(in_features: int, vocab_size: int, seed: int) -> Any:
     torch = _torch()
     generator = torch.Generator().manual_seed(seed)
@@ -108,6 +114,8 @@ def _new_head(in_features: int, vocab_size: int, seed: int) -> Any:
 
 class CtcASR:
     """A CTC model, its vocabulary and feature extraction, on one device; decodes greedily or with ``decoder``."""
+
+    takes_durations = True  # CachedEncoderTranscriber passes utterance durations to transcribe_encoded
 
     def __init__(self, model: Any, vocab: CtcVocab, kind: str, feature_extractor: Any, *,
                  return_attention_mask: bool = True) -> None:
@@ -130,12 +138,11 @@ class CtcASR:
         """
         model_dir = Path(model_dir)
         meta_path = model_dir / META_FILE
-        if meta_path.is_file():
+        if meta_path.is_file():  # a speechtl CTC model: its head is kept when the vocabulary is the same
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            saved_vocab = load_vocab(model_dir / "vocab.json", meta.get("lang", lang))
-            if vocab is not None and vocab.symbols != saved_vocab.symbols:
-                raise ValueError(f"{model_dir}: its vocab.json differs from the run's vocabulary")
-            return cls._load(model_dir, saved_vocab, meta["kind"], device, seed, keep_head=True)
+            own = load_vocab(model_dir / "vocab.json", meta.get("lang", lang))
+            same = vocab is None or vocab.symbols == own.symbols
+            return cls._load(model_dir, own if same else vocab, meta["kind"], device, seed, keep_head=same)
         kind = WHISPER_KIND if architecture(model_dir) == "seq2seq" else HF_KIND
         if vocab is None:
             if kind == WHISPER_KIND:
@@ -155,10 +162,15 @@ class CtcASR:
 
             config = WhisperConfig.from_pretrained(model_dir)
             model = _whisper_ctc_class()(config, size)
-            if keep_head:
+            if (model_dir / META_FILE).is_file():  # encoder + head saved by speechtl
                 from safetensors.torch import load_file
 
-                model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+                state = load_file(str(model_dir / "model.safetensors"))
+                if not keep_head:
+                    state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
+                    head = _new_head(config.d_model, size, seed)
+                    state.update({f"lm_head.{k}": v for k, v in head.state_dict().items()})
+                model.load_state_dict(state)
             else:
                 from transformers import WhisperForConditionalGeneration
 
@@ -242,12 +254,16 @@ class CtcASR:
         return run_encoder(self.model, x, start, stop)
 
     def log_probs(self, batch: Any) -> tuple[np.ndarray, list[int]]:
-        """Per-frame log-probabilities (batch, frames, vocab) as float32 numpy, and the valid frames of each."""
+        """Per-frame log-probabilities (batch, frames, vocab) as float32 numpy, and the valid frames of each.
+
+        ``batch``: :meth:`features` output (HF kind), or ``(features, num_samples per item)`` (Whisper kind).
+        """
         torch = _torch()
         with torch.no_grad():
             if self.kind == WHISPER_KIND:
-                logits = self.model.lm_head(self.encode(batch))
-                lengths = [logits.shape[1]] * logits.shape[0]
+                features, num_samples = batch
+                logits = self.model.lm_head(self.encode(features))
+                lengths = [whisper_frames(n, logits.shape[1]) for n in num_samples]
             else:
                 logits = self.model(**batch).logits
                 if "attention_mask" in batch:
@@ -271,13 +287,19 @@ class CtcASR:
         out: list[str] = []
         self.model.eval()
         for lo in range(0, len(audios), batch_size):
-            log_probs, lengths = self.log_probs(self.features(audios[lo:lo + batch_size]))
+            chunk = audios[lo:lo + batch_size]
+            batch = self.features(chunk)
+            if self.kind == WHISPER_KIND:
+                batch = (batch, [len(a) for a in chunk])
+            log_probs, lengths = self.log_probs(batch)
             out += self._decode(log_probs, lengths)
         return out
 
     def transcribe_encoded(self, encoder_hidden_states: Any, lang: str, *, prompt: str | None = None,
-                           batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128) -> list[str]:
-        """Whisper kind: transcripts from encoder outputs (what the encoder cache hands back)."""
+                           batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128,
+                           durations_s: Sequence[float | None] | None = None) -> list[str]:
+        """Whisper kind: transcripts from encoder outputs (what the encoder cache hands back); ``durations_s``
+        (one per item, None = unknown) limits each to the frames covering its audio."""
         torch = _torch()
         if prompt:
             raise ValueError("a CTC model takes no text prompt (use the beam decoder's term boosting)")
@@ -285,7 +307,10 @@ class CtcASR:
         with torch.no_grad():
             x = encoder_hidden_states.to(device=head.weight.device, dtype=head.weight.dtype)
             log_probs = torch.log_softmax(head(x).float(), dim=-1).cpu().numpy()
-        return self._decode(log_probs, [log_probs.shape[1]] * log_probs.shape[0])
+        frames = log_probs.shape[1]
+        durations = list(durations_s) if durations_s is not None else [None] * len(log_probs)
+        return self._decode(log_probs, [frames if d is None else whisper_frames(round(d * 16000), frames)
+                                        for d in durations])
 
 
 # ------------------------------------------------------------------ strategies
@@ -360,7 +385,7 @@ def _module_class() -> type:
             self.blank = asr.vocab.symbols.index(PAD)
             self.start_stage, self.grad_stage = start_stage, max(grad_stage, start_stage)
 
-        def forward(self, labels: Any, encoder_input: Any = None, input_values: Any = None,
+        def forward(self, labels: Any, encoder_input: Any = None, num_frames: Any = None, input_values: Any = None,
                     attention_mask: Any = None) -> Any:
             if self.kind != WHISPER_KIND:
                 return self.net(input_values, attention_mask=attention_mask, labels=labels).loss
@@ -374,7 +399,7 @@ def _module_class() -> type:
             log_probs = torch.log_softmax(self.net.lm_head(x).float(), dim=-1)
             mask = labels != -100
             targets = labels[mask]
-            input_lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+            input_lengths = num_frames.to(x.device)
             return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, mask.sum(-1),
                                                 blank=self.blank, reduction="mean", zero_infinity=True)
 
@@ -382,6 +407,6 @@ def _module_class() -> type:
 
 
 def ctc_train_module(asr: CtcASR, start_stage: int = 0, grad_stage: int = 0) -> Any:
-    """The module the loop optimizes: ``module(labels=..., encoder_input=...)`` (Whisper kind) or
+    """The module the loop optimizes: ``module(labels=..., encoder_input=..., num_frames=...)`` (Whisper kind) or
     ``module(labels=..., input_values=..., attention_mask=...)`` (HF kind) -> mean CTC loss."""
     return _module_class()(asr, start_stage, grad_stage)
