@@ -109,6 +109,20 @@ def _comparisons(payload: dict[str, Any]) -> list[str]:
             *table(COMPARISONS_HEADER, rows)]
 
 
+def _decoding(payload: dict[str, Any]) -> list[str]:
+    """CTC route: what the LM beam search (system adapted+lm) was built from and how its weights were chosen."""
+    dec = payload.get("decoding")
+    if not dec:
+        return []
+    text, chosen, st = dec["lm_text"], dec["chosen"], dec["settings"]
+    return ["", f"CTC route: `adapted` decodes greedily; `adapted+lm` runs a lexicon beam search (beam "
+            f"{st['beam_size']}) with a {st['order']}-gram LM of {text['sentences']} sentences (train transcripts "
+            f"and the recipe's LM text; {text['held_out_removed']} dev/test sentences removed first), "
+            f"{st['lexicon_words']} lexicon words, {st['num_terms'] - st['terms_skipped']} boosted terms. "
+            f"LM weight {chosen['lm_weight']} and word score {chosen['word_score']} chosen on dev "
+            f"(dev WER {pct(dec['tuning'][0]['dev_wer'])} greedy, {pct(chosen['dev_wer'])} with the LM)."]
+
+
 def _forgetting(payload: dict[str, Any]) -> list[str]:
     ref = payload.get("forgetting")
     if not ref:
@@ -168,8 +182,8 @@ def markdown(payload: dict[str, Any]) -> str:
     lines = [
         f"# speechtl run: {payload['recipe'].get('name')}",
         "",
-        f"Model: `{payload['model']['name']}` ({payload['model']['source']}); strategy "
-        f"`{train.get('strategy')}`; scoring normalizer `{norm['name']}` "
+        f"Model: `{payload['model']['name']}` ({payload['model']['source']}); route "
+        f"`{train.get('route', 'seq2seq')}`, strategy `{train.get('strategy')}`; scoring normalizer `{norm['name']}` "
         f"(settings: {json.dumps(norm['settings'], ensure_ascii=False)}), the same for every system. "
         "WER = (S + D + I) / reference words on normalized text; raw WER on the text as written. 95% CI: "
         "percentile bootstrap over utterances.",
@@ -183,6 +197,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         f"Training: {train.get('steps')} steps, {train.get('wall_time_s') or 0:.0f} s, "
         f"{train.get('trainable_params') or 0:,} trainable parameters, best dev WER {pct(train.get('best_dev_wer'))}.",
+        *_decoding(payload),
         "",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload.get("timings_s", {}).items()),
         "",
