@@ -271,7 +271,7 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
         if checkpoints.exists() and not resume:  # a re-run trains afresh; --resume continues instead
             notify(f"train: removing the earlier run's {checkpoints} (pass --resume to continue it)")
             shutil.rmtree(checkpoints)
-        _baseline(recipe, model, route, run_dir, train_manifest, dev_manifest, sets, evaluations, timings, notify)
+        _baseline(recipe, model, run_dir, train_manifest, dev_manifest, sets, evaluations, timings, notify)
     state.wait_for_everyone()
 
     t = time.perf_counter()
@@ -292,9 +292,8 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
                    evaluations, timings, started, notify)
 
 
-def _baseline(recipe: RecipeConfig, model: Any, route: str, run_dir: Path, train_manifest: Path,
-              dev_manifest: Path, sets: dict[str, Path], evaluations: dict[str, Any], timings: dict[str, float],
-              notify: Notify) -> None:
+def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: Path, dev_manifest: Path,
+              sets: dict[str, Path], evaluations: dict[str, Any], timings: dict[str, float], notify: Notify) -> None:
     from speechtl.models.wav2vec2 import architecture
     from speechtl.models.whisper import WhisperASR
 

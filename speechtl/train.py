@@ -1,4 +1,8 @@
-"""Fine-tune Whisper with accelerate: one loop for every strategy, checkpoint and resume.
+"""Fine-tune with accelerate: one loop for both model families and every strategy, checkpoint and resume.
+
+The loop is family-independent; :func:`whisper_parts` (seq2seq) and
+:func:`speechtl.train_ctc.ctc_parts` (a CTC head) hand it a
+:class:`TrainParts`: the module, batches, dev decoding and model export.
 
 ``train(model_dir, train_manifest, dev_manifest, out_dir, config, normalizer)``
 runs unchanged on one CPU or under ``accelerate launch`` (multi-GPU,
@@ -8,8 +12,9 @@ gradient accumulation and data sharding all come from ``Accelerator``.
 Per run, in ``out_dir``:
 
 - ``best/`` - the model with the lowest dev WER so far: a plain transformers
-  directory (model, processor, generation config; LoRA merged) plus
-  ``speechtl_train.json`` (config, step, dev WER);
+  Whisper directory (model, processor, generation config; LoRA merged) plus
+  ``speechtl_train.json`` (config, step, dev WER), or a CTC model directory
+  (see :mod:`speechtl.models.wav2vec2`);
 - ``last/`` - ``accelerator.save_state`` plus ``trainer_state.json`` (step,
   epoch position, best WER, elapsed time); ``train(..., resume=True)``
   continues from it and ends where an uninterrupted run would have;
@@ -345,13 +350,28 @@ def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path 
     return result
 
 
+def cached_rows(acc: Any, asr: Any, train_utts: list[Any], dev_utts: list[Any], stage: int, out_dir: Path,
+                config: TrainConfig, precision: str, emit: Callable[[TrainEvent], object]) -> tuple[Any, Any, float]:
+    """Cached outputs of Whisper encoder stages ``[0, stage)`` for the train and dev utterances (built where
+    missing, shared between processes), and the seconds spent building; ``(None, None, 0.0)`` when stage is 0."""
+    if not stage:
+        return None, None, 0.0
+    from speechtl.models.encoder_cache import cache_whisper_encoder
+
+    rows, stats = cache_whisper_encoder(
+        asr, train_utts + dev_utts, stage, Path(config.cache_dir or out_dir / "encoder_cache"),
+        precision=precision, batch_size=config.cache_batch_size, rank=acc.process_index, world=acc.num_processes,
+        barrier=acc.wait_for_everyone,
+        progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
+    return rows.part(0, len(train_utts)), rows.part(len(train_utts), len(rows)), stats.build_s
+
+
 def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: list[Any], out_dir: Path,
                   config: TrainConfig, *, normalizer: Callable[[str], str], precision: str,
                   emit: Callable[[TrainEvent], object], where: str) -> TrainParts:
     """Whisper (seq2seq): model, strategy, encoder cache, batches and dev decoding for the loop."""
     import torch
 
-    from speechtl.models.encoder_cache import cache_whisper_encoder
     from speechtl.models.whisper import SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
     from speechtl.strategies import (
         LengthBucketSampler,
@@ -379,16 +399,8 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
                            lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                            lora_targets=config.lora_targets, freeze_embeddings=config.freeze_embeddings)
     cache_stage = setup.frozen_stages if config.cache_encoder else 0
-    rows = dev_rows = None
-    cache_s = 0.0
-    if cache_stage:
-        all_rows, stats = cache_whisper_encoder(
-            asr, train_utts + dev_utts, cache_stage, Path(config.cache_dir or out_dir / "encoder_cache"),
-            precision=precision, batch_size=config.cache_batch_size, rank=acc.process_index,
-            world=acc.num_processes, barrier=acc.wait_for_everyone,
-            progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
-        rows, dev_rows = all_rows.part(0, len(train_utts)), all_rows.part(len(train_utts), len(all_rows))
-        cache_s = stats.build_s
+    rows, dev_rows, cache_s = cached_rows(acc, asr, train_utts, dev_utts, cache_stage, out_dir, config,
+                                          precision, emit)
 
     module = train_module(asr.model, cache_stage, setup.frozen_stages)
     sampler = LengthBucketSampler([len(t) for t in tokens], config.batch_size, config.bucket_batches, config.seed)

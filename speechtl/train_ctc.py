@@ -32,7 +32,7 @@ from speechtl.ctc_batches import pad_labels
 from speechtl.ctc_vocab import CtcVocab, build_vocab
 from speechtl.manifest import Utterance, validate
 from speechtl.text import Normalizer, TextRejected
-from speechtl.train import TrainEvent, TrainParts
+from speechtl.train import TrainEvent, TrainParts, cached_rows
 from speechtl.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,6 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
     """A CTC head over the train vocabulary on ``model_dir`` (wav2vec2 family or Whisper encoder)."""
     import torch
 
-    from speechtl.models.encoder_cache import cache_whisper_encoder
     from speechtl.models.wav2vec2 import (
         DEFAULT_HEAD_LEARNING_RATE,
         WHISPER_KIND,
@@ -116,17 +115,9 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
     setup = apply_ctc_strategy(asr, config.strategy, top_k=config.top_k)
     whisper = asr.kind == WHISPER_KIND
 
-    cache_stage, cache_s = 0, 0.0
-    rows = dev_rows = None
-    if whisper and config.cache_encoder and setup["frozen_stages"]:
-        cache_stage = setup["frozen_stages"]
-        all_rows, stats = cache_whisper_encoder(
-            asr, train_utts + dev_utts, cache_stage, Path(config.cache_dir or out_dir / "encoder_cache"),
-            precision=precision, batch_size=config.cache_batch_size, rank=acc.process_index,
-            world=acc.num_processes, barrier=acc.wait_for_everyone,
-            progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
-        rows, dev_rows = all_rows.part(0, len(train_utts)), all_rows.part(len(train_utts), len(all_rows))
-        cache_s = stats.build_s
+    cache_stage = setup["frozen_stages"] if whisper and config.cache_encoder else 0
+    rows, dev_rows, cache_s = cached_rows(acc, asr, train_utts, dev_utts, cache_stage, out_dir, config,
+                                          precision, emit)
     module = ctc_train_module(asr, cache_stage, setup["frozen_stages"] if whisper else 0)
     labels = [vocab.encode(t) for t in texts]
     # Whisper kind: CTC reads the encoder frames that cover each utterance's audio

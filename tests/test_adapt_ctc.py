@@ -3,19 +3,18 @@ Whisper's encoder; baseline, greedy and LM systems, the held-out-free LM text, t
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 pytest.importorskip("torch")
 pytest.importorskip("flashlight.lib.text.decoder")
 
+from tone_corpus import folder_corpus  # noqa: E402
+
 from speechtl.cli import main  # noqa: E402
 from speechtl.manifest import read_manifest, sentence_key  # noqa: E402
 from speechtl.models.whisper import save_random_whisper  # noqa: E402
 
-SR = 16000
 SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "por favor", "buenas noches",
              "sí señor", "de nada", "perdone usted", "hasta mañana", "con permiso", "claro que sí"]
 
@@ -37,13 +36,7 @@ def _wav2vec2(out):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt_ctc")
     corpus = root / "corpus"
-    for spk in range(3):
-        (corpus / f"spk{spk}").mkdir(parents=True)
-        for i, text in enumerate(SENTENCES):
-            t = np.arange(int(SR * (0.6 + 0.05 * i))) / SR
-            tone = 0.3 * np.sin(2 * np.pi * (200 + 60 * i + 15 * spk) * t)
-            sf.write(corpus / f"spk{spk}" / f"u{i}.wav", tone.astype(np.float32), SR)
-            (corpus / f"spk{spk}" / f"u{i}.txt").write_text(text, encoding="utf-8")
+    folder_corpus(corpus, SENTENCES)
     lm_text = root / "lm.txt"  # every sentence, test ones included: the run must remove the held-out ones
     lm_text.write_text("\n".join(SENTENCES + ["gracias por todo"]) + "\n", encoding="utf-8")
     terms = root / "terms.txt"

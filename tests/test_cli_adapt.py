@@ -2,19 +2,18 @@
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 pytest.importorskip("torch")
 pytest.importorskip("ctranslate2")
 
+from tone_corpus import folder_corpus  # noqa: E402
+
 from speechtl.cli import main  # noqa: E402
 from speechtl.manifest import read_manifest  # noqa: E402
 from speechtl.models.whisper import save_random_whisper  # noqa: E402
 
-SR = 16000
 SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "por favor", "buenas noches",
              "sí señor", "de nada", "perdone usted", "hasta mañana", "con permiso", "claro que sí"]
 
@@ -23,13 +22,7 @@ SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
     corpus = root / "corpus"
-    for spk in range(3):
-        (corpus / f"spk{spk}").mkdir(parents=True)
-        for i, text in enumerate(SENTENCES):
-            t = np.arange(int(SR * (0.6 + 0.05 * i))) / SR
-            tone = 0.3 * np.sin(2 * np.pi * (200 + 60 * i + 15 * spk) * t)
-            sf.write(corpus / f"spk{spk}" / f"u{i}.wav", tone.astype(np.float32), SR)
-            (corpus / f"spk{spk}" / f"u{i}.txt").write_text(text, encoding="utf-8")
+    folder_corpus(corpus, SENTENCES)
     model = save_random_whisper(root / "tiny", seed=1)
     terms = root / "terms.txt"
     terms.write_text("gracias\nbuenas noches\n", encoding="utf-8")

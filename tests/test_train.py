@@ -18,6 +18,7 @@ pytest.importorskip("accelerate")
 pytest.importorskip("peft")
 
 from safetensors.torch import load_file  # noqa: E402
+from tone_corpus import tone_rows, write_tone  # noqa: E402
 
 from speechtl.manifest import read_manifest, write_jsonl  # noqa: E402
 from speechtl.models.encoder_cache import cache_whisper_encoder  # noqa: E402
@@ -35,25 +36,14 @@ from speechtl.strategies import (  # noqa: E402
 from speechtl.text import get_normalizer  # noqa: E402
 from speechtl.train import TrainConfig, TrainEvent, train  # noqa: E402
 
-SR = 16000
 TEXTS = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
 NORM = get_normalizer("es")
-
-
-def write_tone(path: Path, freq_hz: float, seconds: float) -> None:
-    t = np.arange(int(SR * seconds)) / SR
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32), SR)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("corpus")
-    rows = []
-    for i, text in enumerate(TEXTS):
-        path = root / f"u{i}.wav"
-        write_tone(path, 250 + 130 * i, 0.5 + 0.1 * i)
-        rows.append({"id": f"u{i}", "audio_filepath": str(path), "text": text, "duration": 0.5 + 0.1 * i,
-                     "speaker": "s", "lang": "es"})
+    rows = tone_rows(root, TEXTS)
     write_jsonl(root / "train.jsonl", rows)
     write_jsonl(root / "dev.jsonl", rows[:3])
     return {"root": root, "train": root / "train.jsonl", "dev": root / "dev.jsonl"}

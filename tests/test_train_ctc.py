@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
 from safetensors.torch import load_file  # noqa: E402
+from tone_corpus import SR, tone_rows  # noqa: E402
 
 from speechtl.ctc_vocab import load_vocab  # noqa: E402
 from speechtl.manifest import write_jsonl  # noqa: E402
@@ -21,25 +22,14 @@ from speechtl.models.whisper import save_random_whisper  # noqa: E402
 from speechtl.text import get_normalizer  # noqa: E402
 from speechtl.train import TrainConfig, TrainEvent, train  # noqa: E402
 
-SR = 16000
 TRAIN = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
 NORM = get_normalizer("es")  # scoring normalizer (strips accents); labels keep them
-
-
-def _tone(path: Path, freq_hz: float, seconds: float) -> None:
-    t = np.arange(int(SR * seconds)) / SR
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32), SR)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ctc_corpus")
-    rows = []
-    for i, text in enumerate([*TRAIN, "zorro"]):
-        path = root / f"u{i}.wav"
-        _tone(path, 250 + 130 * i, 0.5 + 0.1 * i)
-        rows.append({"id": f"u{i}", "audio_filepath": str(path), "text": text, "duration": 0.5 + 0.1 * i,
-                     "speaker": "s", "lang": "es"})
+    rows = tone_rows(root, [*TRAIN, "zorro"])
     write_jsonl(root / "train.jsonl", rows[:8])
     write_jsonl(root / "dev.jsonl", [rows[0], rows[8]])  # "zorro": z is in no train transcript
     return {"train": root / "train.jsonl", "dev": root / "dev.jsonl"}
