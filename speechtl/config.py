@@ -104,8 +104,17 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    formats: tuple[str, ...] = ("hf", "ct2")  # "hf" (transformers dir), "ct2" (CTranslate2 dir)
+    formats: tuple[str, ...] = ("hf", "ct2")  # "hf" (transformers dir), "ct2" (CTranslate2: Whisper), "onnx" (CTC)
     ct2_quantization: str = "float16"  # CTranslate2 weight type: float16, int8, int8_float16, float32
+    ct2_compute_type: str = "int8"  # CTranslate2 runtime type of the parity check (what a CPU service runs)
+    parity_margin_points: float = 1.0  # an export whose test WER is worse by more WER points fails
+
+    def __post_init__(self) -> None:
+        for fmt in self.formats:
+            if fmt not in ("hf", "ct2", "onnx"):
+                raise ConfigError(f"export.formats: {fmt!r} is not hf, ct2 or onnx")
+        if self.parity_margin_points < 0:
+            raise ConfigError("export.parity_margin_points: must be >= 0")
 
 
 @dataclass(frozen=True)

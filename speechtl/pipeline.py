@@ -351,9 +351,8 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
             prepared: dict[str, dict[str, Path]], manifests: tuple[Path, Path], sets: dict[str, Path], result: Any,
             evaluations: dict[str, Any], timings: dict[str, float], started: float, notify: Notify) -> dict[str, Any]:
     """Adapted evaluation, export and report (main process); ``manifests`` are the train and dev manifests."""
-    from speechtl.scoring import scoring_normalizer
-    from speechtl.export import export_ct2, export_hf
     from speechtl.models.whisper import WhisperASR
+    from speechtl.scoring import scoring_normalizer
     from speechtl.report import write_report
     from speechtl.report_data import enrich, read_history
 
@@ -368,17 +367,6 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
         del adapted
     timings["adapted_eval_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    exports = {}
-    if "hf" in recipe.export.formats:
-        exports["hf"] = str(export_hf(result.best_dir, run_dir / "export" / "hf"))
-    if "ct2" in recipe.export.formats and result.route == "ctc":
-        notify("export ct2: skipped, CTranslate2 export is for the Whisper (seq2seq) route")
-    elif "ct2" in recipe.export.formats:
-        exports["ct2"] = str(export_ct2(result.best_dir, run_dir / "export" / "ct2", recipe.export.ct2_quantization))
-    timings["export_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - started
-
     normalizer = scoring_normalizer(recipe.lang)
     payload = {
         "recipe": resolved,
@@ -390,18 +378,39 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
         "evaluations": evaluations,
         "train": result.to_json() if hasattr(result, "to_json") else asdict(result),
         "train_history": read_history(getattr(result, "history_path", None)),
-        "exports": exports,
         "decoding": decoding,
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
     # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
     payload = enrich(payload, run_dir, seed=recipe.seed)
+    t = time.perf_counter()
+    payload["exports"] = _export_all(recipe, run_dir, result, sets[recipe.eval.primary], payload, notify)
+    timings["export_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    payload["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     paths = write_report(run_dir, payload)
     for ref, comparisons in payload["comparisons"].items():
         for c in comparisons:
             notify(f"paired {c['b']} vs {c['a']} on {ref}: WER {100 * c['diff']:+.1f} pts "
                    f"[{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], P(better) {c['prob_b_better']:.0%}")
     notify(f"report: {paths['md']}, {paths['html']}")
-    for fmt, path in exports.items():
-        notify(f"export {fmt}: {path}")
     return payload
+
+
+def _export_all(recipe: RecipeConfig, run_dir: Path, result: Any, test_manifest: Path, payload: dict[str, Any],
+                notify: Notify) -> dict[str, Any]:
+    """Every format of ``export.formats`` the route supports, each with its parity check and model card."""
+    from speechtl.export_check import export
+
+    exports: dict[str, Any] = {}
+    for fmt in recipe.export.formats:
+        if (fmt, result.route) in (("ct2", "ctc"), ("onnx", "seq2seq")):
+            notify(f"export {fmt}: skipped, not a format of the {result.route} route (ct2: Whisper; onnx: CTC)")
+            continue
+        out = run_dir / "export" / fmt
+        check = export(result.best_dir, fmt, out=out, lang=recipe.lang, manifest=test_manifest, payload=payload,
+                       quantization=recipe.export.ct2_quantization if fmt == "ct2" else None,
+                       compute_type=recipe.export.ct2_compute_type, margin_points=recipe.export.parity_margin_points)
+        exports[fmt] = {"path": str(out), "parity": check}
+        notify(f"export {fmt}: {out}; parity WER {check['export_wer']:.1%} vs PyTorch {check['torch_wer']:.1%} "
+               f"({check['diff_points']:+.2f} points), RTF {check['export_rtf'] or 0:.3f}")
+    return exports

@@ -168,7 +168,7 @@ def _per_term(payload: dict[str, Any]) -> list[str]:
             *table(["term", "occurrences", *systems], rows), "", "</details>"]
 
 
-def _synthetic_note(payload: dict[str, Any]) -> list[str]:
+def synthetic_note(payload: dict[str, Any]) -> list[str]:
     synth = [ref for ref in sets_of(payload) if "synthetic speech" in set_label(payload, ref)]
     if not synth:
         return []
@@ -187,7 +187,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"(settings: {json.dumps(norm['settings'], ensure_ascii=False)}), the same for every system. "
         "WER = (S + D + I) / reference words on normalized text; raw WER on the text as written. 95% CI: "
         "percentile bootstrap over utterances.",
-        *_synthetic_note(payload),
+        *synthetic_note(payload),
         "",
         *_results(payload),
         *_comparisons(payload),

@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
                   "warmup_steps": 1, "eval_every_steps": 2, "mixed_precision": "no"},
         "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4},
         "decode": {"lm_sentences": [str(lm_text)], "lm_weights": [0.5, 1.0], "word_scores": [0.0]},
-        "export": {"formats": ["hf", "ct2"]},
+        "export": {"formats": ["hf", "ct2", "onnx"]},
     }
     path = root / "tiny-ctc.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -66,8 +66,11 @@ def test_wav2vec2_checkpoint_takes_the_ctc_route(setup, capsys):
     assert set(report["evaluations"]) == {"adapted", "adapted+lm"}  # a random head is no baseline
     assert report["train"]["route"] == "ctc" and report["train"]["strategy"] == "top-k"
     for name in ("export/hf/vocab.json", "export/hf/speechtl_ctc.json", "lm/lm.arpa", "lm/tuning.json",
-                 "eval/adapted+lm/corpus-test/metrics.json"):
+                 "eval/adapted+lm/corpus-test/metrics.json", "export/onnx/model.onnx", "export/onnx/README.md"):
         assert (run / name).exists(), name
+    for fmt in ("hf", "onnx"):  # greedy decoding of the same weights on another runtime: the same transcripts
+        parity = report["exports"][fmt]["parity"]
+        assert parity["passed"] and abs(parity["diff_points"]) < 1e-9 and parity["num_utts"] > 0
     tuning = json.loads((run / "lm" / "tuning.json").read_text())
     held_out = {sentence_key(u.text) for split in ("dev", "test")
                 for u in read_manifest(run / "data" / "corpus" / f"{split}.jsonl")}

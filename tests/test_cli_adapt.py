@@ -37,7 +37,8 @@ def setup(tmp_path_factory):
         "train": {"strategy": "head", "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 1,
                   "eval_every_steps": 2, "eval_max_new_tokens": 8, "mixed_precision": "no"},
         "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4},
-        "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32"},
+        # random weights decode to garbage whose length differs between runtimes: parity is checked in test_export
+        "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32", "parity_margin_points": 1e6},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")

@@ -1,0 +1,121 @@
+"""``speechtl export``: write a format, check it against the PyTorch model, write its model card.
+
+The parity check decodes the run's primary test manifest with the exported
+model on its own runtime (faster-whisper for ``ct2``, the transformers ASR
+pipeline for ``hf``, onnxruntime for ``onnx``) and compares the WER with that
+of the PyTorch model on the same manifest and normalizer: from the run's
+``adapted`` evaluation when there is one, else decoded here. The result
+(both WERs, the difference, both real-time factors) is written to
+``<export>/parity.json`` with the export's hypotheses in ``<export>/parity/``;
+an export that loses more than ``margin_points`` WER points raises
+:class:`ExportParityError` (the files stay, for inspection).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from speechtl.manifest import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("hf", "ct2", "onnx")
+DEFAULT_MARGIN_POINTS = 1.0
+
+
+class ExportParityError(RuntimeError):
+    """The exported model's WER is worse than the PyTorch model's by more than the margin."""
+
+
+def _run_paths(source: Path) -> dict[str, Any] | None:
+    """For a run folder: its best checkpoint, language, primary test manifest and report payload."""
+    report = source / "report.json"
+    best = source / "checkpoints" / "best"
+    if not report.is_file() or not best.is_dir():
+        return None
+    payload = json.loads(report.read_text(encoding="utf-8"))
+    primary = payload["primary"]
+    name, _, split = primary.partition("/")
+    return {"model_dir": best, "lang": payload["recipe"]["lang"], "manifest": Path(payload["data"][name][split]),
+            "primary": primary, "payload": payload}
+
+
+def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,
+           reference: dict[str, Any] | None, margin_points: float) -> dict[str, Any]:
+    """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode)."""
+    from speechtl.evaluate import evaluate_manifest
+    from speechtl.export_runtimes import runtime_transcriber, torch_transcriber
+
+    exported = evaluate_manifest(runtime_transcriber(export_dir, fmt, lang=lang, compute_type=compute_type),
+                                 manifest, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
+    if reference is None:
+        reference = evaluate_manifest(torch_transcriber(model_dir, lang), manifest, export_dir / "parity" / "torch",
+                                      lang=lang, model_name=str(model_dir))
+    diff = 100 * (exported["wer"] - reference["wer"])
+    result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],
+              "torch_wer": reference["wer"], "export_wer": exported["wer"], "diff_points": round(diff, 3),
+              "margin_points": margin_points, "passed": diff <= margin_points,
+              "torch_rtf": reference.get("rtf"), "export_rtf": exported.get("rtf"),
+              "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
+    atomic_write_text(export_dir / "parity.json", json.dumps(result, indent=2) + "\n")
+    log.info("parity %s: WER %.2f%% (export) vs %.2f%% (PyTorch), %+.2f points (margin %.2f)", fmt,
+             100 * exported["wer"], 100 * reference["wer"], diff, margin_points)
+    if not result["passed"]:
+        raise ExportParityError(f"export {fmt} at {export_dir}: WER {exported['wer']:.2%} is {diff:+.2f} points "
+                                f"from the PyTorch model's {reference['wer']:.2%} on {manifest} (margin "
+                                f"{margin_points} points); see {export_dir / 'parity.json'}")
+    return result
+
+
+def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantization: str | None) -> Path:
+    from speechtl.export import export_ct2, export_hf, export_onnx
+
+    if fmt == "hf":
+        return export_hf(model_dir, out)
+    if fmt == "ct2":
+        return export_ct2(model_dir, out, quantization or "float16")
+    if fmt == "onnx":
+        return export_onnx(model_dir, out, lang=lang)
+    raise ValueError(f"export format {fmt!r} is not one of {FORMATS}")
+
+
+def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quantization: str | None = None,
+           compute_type: str | None = None, manifest: Path | str | None = None, lang: str | None = None,
+           margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export a run (``runs/<name>``: its best checkpoint to ``runs/<name>/export/<fmt>``) or a model directory
+    (``out`` required); check parity on the run's primary test manifest (or ``manifest``) and write the card.
+
+    ``compute_type`` is the CTranslate2 runtime type of the check (default int8, what a CPU service uses).
+    Returns the parity result (``None`` values when there was no manifest to check on).
+    """
+    from speechtl.model_card import write_card
+
+    source = Path(source)
+    run = _run_paths(source)
+    if run is not None:
+        model_dir, lang = run["model_dir"], lang or run["lang"]
+        manifest = Path(manifest) if manifest else run["manifest"]
+        payload = payload or run["payload"]
+        out = Path(out) if out else source / "export" / fmt
+    else:
+        if out is None or lang is None:
+            raise ValueError(f"export: {source} is not a run folder (report.json + checkpoints/best); "
+                             "a model directory needs --out and --lang")
+        model_dir, out = source, Path(out)
+    write_format(model_dir, out, fmt, lang=lang, quantization=quantization)
+    result: dict[str, Any] = {"format": fmt, "passed": None}
+    if manifest is not None:
+        reference = None
+        if payload is not None:  # the run's adapted (greedy) evaluation on this manifest, if any
+            primary = payload.get("primary")
+            reference = payload.get("evaluations", {}).get("adapted", {}).get(primary)
+            if reference is not None and Path(reference.get("manifest") or "") != Path(manifest):
+                reference = None
+        result = parity(model_dir, out, fmt, Path(manifest), lang=lang,
+                        compute_type=(compute_type or "int8") if fmt == "ct2" else None, reference=reference,
+                        margin_points=margin_points)
+    write_card(out, fmt, payload=payload, parity=result, quantization=quantization, lang=lang)
+    return result

@@ -1,0 +1,92 @@
+"""speechtl export: each format written and reloaded by its runtime, the parity check, the model card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("ctranslate2")
+
+from tone_corpus import tone_rows  # noqa: E402
+
+from speechtl.export_check import ExportParityError, export, parity  # noqa: E402
+from speechtl.manifest import write_jsonl  # noqa: E402
+from speechtl.model_card import card_text  # noqa: E402
+from speechtl.models.whisper import save_random_whisper  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    write_jsonl(root / "test.jsonl", tone_rows(root, ["hola", "buenos días", "gracias"]))
+    return {"model": save_random_whisper(root / "tiny", seed=0), "manifest": root / "test.jsonl", "root": root}
+
+
+def test_hf_export_loads_with_the_transformers_pipeline(tiny, tmp_path):
+    from transformers import WhisperForConditionalGeneration, pipeline
+
+    out = tmp_path / "hf"
+    result = export(tiny["model"], "hf", out=out, lang="es", manifest=tiny["manifest"], margin_points=1e6)
+    assert WhisperForConditionalGeneration.from_pretrained(out).config.d_model == 64
+    asr = pipeline("automatic-speech-recognition", model=str(out))
+    assert isinstance(asr(np.zeros(16000, np.float32))["text"], str)
+    saved = json.loads((out / "parity.json").read_text())
+    assert saved == result and saved["num_utts"] == 3 and saved["torch_rtf"] > 0 and saved["export_rtf"] > 0
+    assert (out / "parity" / "hypotheses.jsonl").is_file() and (out / "README.md").is_file()
+
+
+def test_ct2_export_runs_on_faster_whisper(tiny, tmp_path):
+    faster_whisper = pytest.importorskip("faster_whisper")
+    out = tmp_path / "ct2"
+    result = export(tiny["model"], "ct2", out=out, lang="es", quantization="float32", manifest=tiny["manifest"],
+                    margin_points=1e6)
+    for name in ("model.bin", "tokenizer.json", "preprocessor_config.json", "README.md", "parity.json"):
+        assert (out / name).is_file(), name
+    assert result["format"] == "ct2" and result["compute_type"] == "int8"
+    model = faster_whisper.WhisperModel(str(out), device="cpu", compute_type="int8")
+    segments, info = model.transcribe(np.zeros(16000, np.float32), language="es", beam_size=1)
+    assert isinstance("".join(s.text for s in segments), str) and info.duration == pytest.approx(1.0)
+
+
+def test_an_export_worse_than_the_margin_fails_loudly(tiny, tmp_path):
+    out = tmp_path / "hf"
+    export(tiny["model"], "hf", out=out, lang="es")  # no manifest: no check
+    perfect = {"wer": 0.0, "rtf": 0.1, "model": "reference"}  # the random model cannot match a perfect reference
+    with pytest.raises(ExportParityError, match="points from the PyTorch model"):
+        parity(tiny["model"], out, "hf", tiny["manifest"], lang="es", compute_type=None, reference=perfect,
+               margin_points=1.0)
+    saved = json.loads((out / "parity.json").read_text())
+    assert saved["passed"] is False and saved["diff_points"] > 1.0
+
+
+def test_onnx_refuses_a_whisper_seq2seq_model(tiny, tmp_path):
+    with pytest.raises(ValueError, match="use --format ct2"):
+        export(tiny["model"], "onnx", out=tmp_path / "onnx", lang="es")
+
+
+def test_model_card_has_hub_metadata_and_results():
+    payload = {
+        "recipe": {"name": "es-medical", "data": {"sources": [{"name": "medical", "kind": "synth", "engine": "kokoro",
+                                                              "num_voices": 12, "use": ["train", "test"]}]}},
+        "model": {"name": "whisper-base", "source": "bundled"},
+        "normalizer": {"name": "speechtl-text-es-v1"}, "primary": "medical/test", "data": {},
+        "sets": {"medical/test": {"source": "medical", "kind": "synth", "engine": "kokoro", "split": "test"}},
+        "train": {"route": "seq2seq", "strategy": "top-k", "steps": 100, "trainable_params": 5, "total_params": 9},
+        "evaluations": {
+            "baseline": {"medical/test": {"wer": 0.206, "cer": 0.1, "num_utts": 75, "wer_ci95": [0.18, 0.23]}},
+            "adapted": {"medical/test": {"wer": 0.088, "cer": 0.04, "num_utts": 75, "wer_ci95": [0.07, 0.1]}}},
+    }
+    check = {"passed": True, "compute_type": "int8", "manifest": "test.jsonl", "num_utts": 75, "export_wer": 0.09,
+             "torch_wer": 0.088, "diff_points": 0.2, "margin_points": 1.0}
+    text = card_text("ct2", payload=payload, parity=check, quantization="float16", lang="es")
+    front = yaml.safe_load(text.split("---")[1])
+    assert front["library_name"] == "ctranslate2" and front["language"] == ["es"]
+    result = front["model-index"][0]["results"][0]
+    assert result["metrics"][0] == {"type": "wer", "value": 8.8, "name": "WER"}
+    assert "synthetic speech" in result["dataset"]["name"]
+    assert "| medical/test (primary; synthetic speech: kokoro) | adapted | 75 | 8.8% |" in text
+    assert "WER 9.0% exported vs 8.8% PyTorch (+0.20 points" in text and "faster_whisper" in text
