@@ -223,6 +223,40 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from speechtl.export_check import export
+
+    result = export(args.source, args.format, out=args.out, quantization=args.quantization,
+                    compute_type=args.compute_type, manifest=args.manifest, lang=args.lang,
+                    margin_points=args.margin_points)
+    if result.get("passed") is not None:
+        print(f"parity {args.format}: WER {result['export_wer']:.2%} exported vs {result['torch_wer']:.2%} PyTorch "
+              f"({result['diff_points']:+.2f} points, margin {result['margin_points']}); RTF "
+              f"{result['export_rtf']:.3f} exported")
+    print(f"export {args.format}: {args.out or Path(args.source) / 'export' / args.format}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from speechtl.serve import serve
+
+    model_dir = Path(args.model)
+    if not model_dir.is_dir():  # a model name: resolved as eval/transcribe resolve it
+        from speechtl.models.registry import resolve
+
+        model_dir = resolve(args.model).hf_dir
+    api_key = args.api_key or os.environ.get("SPEECHTL_API_KEY") or None
+    serve(
+        model_dir, host=args.host, port=args.port, api_key=api_key, compute_type=args.compute_type,
+        language=args.language, num_workers=args.workers, queue_size=args.queue_size,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_duration_s=args.max_duration_s,
+        model_id=args.model_id, log_level="debug" if args.verbose else "info",
+    )  # fmt: skip
+    return 0
+
+
 def _add_prepare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lang", required=True, help="language of the transcripts (ISO 639-1), e.g. es")
     p.add_argument("--out", required=True, help="output folder: manifest.jsonl, quarantine.jsonl, audio/")
@@ -294,6 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default="es")
     p.add_argument("--prompt")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("export", help="export a run's best model (or a model dir) with a parity check and card")
+    p.add_argument("source", help="a run folder (runs/<name>) or a model directory")
+    p.add_argument("--format", required=True, choices=["hf", "ct2", "onnx"])
+    p.add_argument("--out", help="output folder (default for a run: runs/<name>/export/<format>)")
+    p.add_argument("--quantization", help="ct2 weight type: float16 (default), int8, int8_float16, float32")
+    p.add_argument("--compute-type", help="ct2 runtime type of the parity check (default int8)")
+    p.add_argument("--manifest", help="parity manifest (default for a run: its primary test set)")
+    p.add_argument("--lang", help="language (default for a run: the recipe's)")
+    p.add_argument("--margin-points", type=float, default=1.0, help="fail when the export loses more WER points")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible /v1/audio/transcriptions")
+    p.add_argument("--model", required=True, help="CTranslate2 export dir (model.bin), transformers dir, or name")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key",
+                   help="require 'Authorization: Bearer KEY' (default: $SPEECHTL_API_KEY; none: open)")
+    p.add_argument("--compute-type", default="int8", help="faster-whisper compute type (int8, float32, ...)")
+    p.add_argument("--language", help="default language (ISO 639-1); Whisper detects it when unset; CTC: its language")
+    p.add_argument("--workers", type=int, default=1, help="parallel transcriptions (faster-whisper only)")
+    p.add_argument("--queue-size", type=int, default=8, help="requests that may wait; more get 503")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload, MiB (413 above)")
+    p.add_argument("--max-duration-s", type=float, default=600.0, help="longest accepted audio, seconds (413)")
+    p.add_argument("--model-id", help="id in /v1/models (default: the model folder's name)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check manifests (any JSONL with audio_filepath and text)")
     p.add_argument("manifests", nargs="+")
