@@ -8,6 +8,7 @@ card (:mod:`speechtl.export_check`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -92,6 +93,9 @@ def export_onnx(model_dir: Path | str, out: Path | str, *, lang: str, opset: int
     from speechtl.models.wav2vec2 import WHISPER_KIND, CtcASR, architecture
 
     model_dir, out = Path(model_dir), Path(out)
+    if importlib.util.find_spec("onnx") is None:
+        raise RuntimeError("export onnx: the onnx package is missing; install speechtl[onnx] "
+                           "(or leave onnx out of export.formats)")
     if architecture(model_dir) != "ctc":
         raise ValueError(f"export onnx: {model_dir} is a Whisper (seq2seq) model; ONNX export covers CTC models, "
                          "use --format ct2 for Whisper")
