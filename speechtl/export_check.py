@@ -60,6 +60,18 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
               "margin_points": margin_points, "passed": diff <= margin_points,
               "torch_rtf": reference.get("rtf"), "export_rtf": exported.get("rtf"),
               "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
+    if fmt == "ct2":  # also as a caller of faster-whisper gets it without speechtl's padding (Pipecat's service)
+        from speechtl.export_runtimes import FasterWhisperTranscriber
+
+        as_is = evaluate_manifest(FasterWhisperTranscriber(export_dir, compute_type=compute_type or "int8", pad=False),
+                                  manifest, export_dir / "parity" / "unpadded", lang=lang,
+                                  model_name=f"{fmt} export, unpadded")
+        result["unpadded_wer"] = as_is["wer"]
+        result["unpadded_diff_points"] = round(100 * (as_is["wer"] - reference["wer"]), 3)
+        if result["unpadded_diff_points"] > margin_points:
+            log.warning("parity ct2: faster-whisper on unpadded audio gives WER %.2f%% (%+.2f points); pad audio "
+                        "to 30 s windows (speechtl.models.ct2_whisper.pad_to_window, as speechtl serve does)",
+                        100 * as_is["wer"], result["unpadded_diff_points"])
     atomic_write_text(export_dir / "parity.json", json.dumps(result, indent=2) + "\n")
     log.info("parity %s: WER %.2f%% (export) vs %.2f%% (PyTorch), %+.2f points (margin %.2f)", fmt,
              100 * exported["wer"], 100 * reference["wer"], diff, margin_points)

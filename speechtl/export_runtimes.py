@@ -25,19 +25,24 @@ ONNX_META = "speechtl_onnx.json"
 class FasterWhisperTranscriber:
     """A CTranslate2 Whisper directory on faster-whisper (CPU; ``compute_type`` e.g. int8, float32)."""
 
-    def __init__(self, model_dir: Path | str, *, compute_type: str = "int8", num_threads: int = 0) -> None:
+    def __init__(self, model_dir: Path | str, *, compute_type: str = "int8", num_threads: int = 0,
+                 pad: bool = True) -> None:
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
             raise ImportError("the CTranslate2 runtime check needs faster-whisper: pip install 'speechtl[serve]'") from exc
-        self.name = f"faster-whisper ({compute_type}): {model_dir}"
+        self.name = f"faster-whisper ({compute_type}{', audio padded to 30 s' if pad else ''}): {model_dir}"
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=num_threads)
+        self.pad = pad  # see speechtl.models.ct2_whisper.pad_to_window; False: faster-whisper as a caller uses it
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
+        from speechtl.models.ct2_whisper import pad_to_window
+
         out = []
         for audio in audios:
-            segments, _ = self.model.transcribe(np.asarray(audio, np.float32), language=lang, task="transcribe",
+            audio = pad_to_window(audio) if self.pad else np.asarray(audio, np.float32)
+            segments, _ = self.model.transcribe(audio, language=lang, task="transcribe",
                                                 beam_size=1, best_of=1, temperature=0.0, initial_prompt=prompt,
                                                 condition_on_previous_text=False, without_timestamps=True,
                                                 vad_filter=False)

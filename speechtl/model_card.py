@@ -52,10 +52,14 @@ def _data_rows(payload: dict[str, Any]) -> list[str]:
 
 def _usage(fmt: str) -> list[str]:
     if fmt == "ct2":
-        return ["```python", "from faster_whisper import WhisperModel", "",
+        return ["```python", "from faster_whisper import WhisperModel", "from faster_whisper.audio import decode_audio",
+                "from speechtl.models.ct2_whisper import pad_to_window", "",
                 'model = WhisperModel("PATH/TO/THIS/DIR", device="cpu", compute_type="int8")',
-                'segments, info = model.transcribe("call.wav", language="es")', "```", "",
-                "Serve it as an OpenAI-compatible endpoint: `speechtl serve --model PATH/TO/THIS/DIR`."]
+                'segments, info = model.transcribe(pad_to_window(decode_audio("call.wav")), language="es")', "```",
+                "", "Pad the audio with silence to whole 30-s windows (`pad_to_window`, or `numpy.pad` to a "
+                "multiple of 480,000 samples): faster-whisper pads its log-mel with zeros, the fine-tuned model "
+                "was trained on padded audio; the parity section gives both figures.", "",
+                "Serve it as an OpenAI-compatible endpoint (it pads): `speechtl serve --model PATH/TO/THIS/DIR`."]
     if fmt == "onnx":
         return ["`model.onnx` maps audio features to per-frame log-probabilities over `vocab.json`; "
                 "`speechtl.export_runtimes.OnnxCtcTranscriber` runs it on onnxruntime with greedy decoding."]
@@ -101,6 +105,10 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
                   + f". Parity on `{parity['manifest']}` ({parity['num_utts']} utterances): WER "
                   f"{_pct(parity['export_wer'])} exported vs {_pct(parity['torch_wer'])} PyTorch "
                   f"({parity['diff_points']:+.2f} points; margin {parity['margin_points']})."]
+        if parity.get("unpadded_wer") is not None:
+            lines[-1] += (f" That is faster-whisper on audio padded to 30-s windows; on unpadded audio (faster-whisper "
+                          f"called as-is) WER is {_pct(parity['unpadded_wer'])} "
+                          f"({parity['unpadded_diff_points']:+.2f} points).")
     lines += ["", "## Use", "", *_usage(fmt), "", "## Limits", "",
               "- Measured only on the test sets above; speakers, channels and vocabulary outside the training data "
               "may do worse.",

@@ -393,13 +393,18 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
             notify(f"paired {c['b']} vs {c['a']} on {ref}: WER {100 * c['diff']:+.1f} pts "
                    f"[{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], P(better) {c['prob_b_better']:.0%}")
     notify(f"report: {paths['md']}, {paths['html']}")
+    failed = [e["error"] for e in payload["exports"].values() if e.get("error")]
+    if failed:  # after the report: the run's results stand, the export does not ship
+        from speechtl.export_check import ExportParityError
+
+        raise ExportParityError("; ".join(failed))
     return payload
 
 
 def _export_all(recipe: RecipeConfig, run_dir: Path, result: Any, test_manifest: Path, payload: dict[str, Any],
                 notify: Notify) -> dict[str, Any]:
     """Every format of ``export.formats`` the route supports, each with its parity check and model card."""
-    from speechtl.export_check import export
+    from speechtl.export_check import ExportParityError, export
 
     exports: dict[str, Any] = {}
     for fmt in recipe.export.formats:
@@ -407,10 +412,18 @@ def _export_all(recipe: RecipeConfig, run_dir: Path, result: Any, test_manifest:
             notify(f"export {fmt}: skipped, not a format of the {result.route} route (ct2: Whisper; onnx: CTC)")
             continue
         out = run_dir / "export" / fmt
-        check = export(result.best_dir, fmt, out=out, lang=recipe.lang, manifest=test_manifest, payload=payload,
-                       quantization=recipe.export.ct2_quantization if fmt == "ct2" else None,
-                       compute_type=recipe.export.ct2_compute_type, margin_points=recipe.export.parity_margin_points)
-        exports[fmt] = {"path": str(out), "parity": check}
+        exports[fmt] = {"path": str(out)}
+        try:
+            check = export(result.best_dir, fmt, out=out, lang=recipe.lang, manifest=test_manifest, payload=payload,
+                           quantization=recipe.export.ct2_quantization if fmt == "ct2" else None,
+                           compute_type=recipe.export.ct2_compute_type,
+                           margin_points=recipe.export.parity_margin_points)
+        except ExportParityError as exc:  # the other formats and the report still get written
+            check = json.loads((out / "parity.json").read_text(encoding="utf-8"))
+            exports[fmt]["error"] = str(exc)
+        exports[fmt]["parity"] = check
         notify(f"export {fmt}: {out}; parity WER {check['export_wer']:.1%} vs PyTorch {check['torch_wer']:.1%} "
-               f"({check['diff_points']:+.2f} points), RTF {check['export_rtf'] or 0:.3f}")
+               f"({check['diff_points']:+.2f} points, margin {check['margin_points']}"
+               f"{'' if check['passed'] else ': FAILED'}), RTF {check['export_rtf'] or 0:.3f}"
+               + (f"; unpadded audio {check['unpadded_wer']:.1%}" if check.get("unpadded_wer") is not None else ""))
     return exports

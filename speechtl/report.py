@@ -176,6 +176,31 @@ def synthetic_note(payload: dict[str, Any]) -> list[str]:
                 "WER there measures the model on synthesized voices, not on recordings of people."]
 
 
+def _exports(payload: dict[str, Any]) -> list[str]:
+    """Each export's parity check: its WER on its own runtime against the PyTorch model's."""
+    rows = []
+    for fmt, e in (payload.get("exports") or {}).items():
+        p = e.get("parity") or {}
+        if p.get("passed") is None:
+            rows.append([fmt, f"`{e['path']}`", "—", "—", "—", "not checked"])
+            continue
+        runtime = f"{fmt}" + (f" ({p['compute_type']})" if p.get("compute_type") else "")
+        rows.append([runtime, f"`{e['path']}`", pct(p["export_wer"], 2), pct(p["torch_wer"], 2),
+                     f"{p['diff_points']:+.2f}", ("passed" if p["passed"] else "**FAILED**")
+                     + f" (margin {p['margin_points']})"])
+    if not rows:
+        return []
+    lines = ["", "## Exports: parity with the PyTorch model", "",
+             *table(["format", "path", "export WER", "PyTorch WER", "points", "check"], rows)]
+    unpadded = {f: e["parity"] for f, e in payload["exports"].items() if (e.get("parity") or {}).get("unpadded_wer")
+                is not None}
+    for fmt, p in unpadded.items():
+        lines += ["", f"{fmt}: faster-whisper gets audio padded to 30-s windows (as `speechtl serve` does); called "
+                  f"as-is on unpadded audio it gives WER {pct(p['unpadded_wer'], 2)} "
+                  f"({p['unpadded_diff_points']:+.2f} points)."]
+    return lines
+
+
 def markdown(payload: dict[str, Any]) -> str:
     train = payload.get("train", {})
     norm = payload["normalizer"]
@@ -198,6 +223,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Training: {train.get('steps')} steps, {train.get('wall_time_s') or 0:.0f} s, "
         f"{train.get('trainable_params') or 0:,} trainable parameters, best dev WER {pct(train.get('best_dev_wer'))}.",
         *_decoding(payload),
+        *_exports(payload),
         "",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload.get("timings_s", {}).items()),
         "",

@@ -139,22 +139,28 @@ class FasterWhisperBackend:
                    temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
+        from speechtl.models.ct2_whisper import pad_to_window
+
         language = language or self.language
         if language is not None and language not in _LANGUAGE_CODES:
             raise RequestError(f"Unsupported language: {language!r} (expected an ISO 639-1 code)", "language")
         temps = _FALLBACK_TEMPERATURES if temperature == 0 else temperature
-        segments, info = self.model.transcribe(
-            np.asarray(audio, dtype=np.float32), language=language, task="transcribe", initial_prompt=prompt or None,
+        duration = len(audio) / SAMPLE_RATE
+        segments, info = self.model.transcribe(  # padded: the features the model was trained on (pad_to_window)
+            pad_to_window(audio), language=language, task="transcribe", initial_prompt=prompt or None,
             temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False)
         segs, words = [], []
-        for i, s in enumerate(segments):  # a generator: decoding happens here
-            segs.append(Segment(id=i, seek=int(s.seek), start=float(s.start), end=float(s.end), text=s.text,
-                                tokens=tuple(int(t) for t in s.tokens), temperature=float(s.temperature or 0.0),
-                                avg_logprob=float(s.avg_logprob), compression_ratio=float(s.compression_ratio),
-                                no_speech_prob=float(s.no_speech_prob)))
-            words += [Word(w.word, float(w.start), float(w.end)) for w in (s.words or [])]
+        for s in segments:  # a generator: decoding happens here
+            if s.start >= duration:  # decoded from the padding, which is silence
+                continue
+            segs.append(Segment(id=len(segs), seek=int(s.seek), start=float(s.start), end=min(float(s.end), duration),
+                                text=s.text, tokens=tuple(int(t) for t in s.tokens),
+                                temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
+                                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob)))
+            words += [Word(w.word, float(w.start), min(float(w.end), duration))
+                      for w in (s.words or []) if w.start < duration]
         return Transcript(text="".join(s.text for s in segs).strip(), language=info.language,
-                          duration_s=len(audio) / SAMPLE_RATE, segments=tuple(segs),
+                          duration_s=duration, segments=tuple(segs),
                           words=tuple(words) if word_timestamps else None)
 
 

@@ -61,7 +61,9 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
     train_texts = {u.text for u in read_manifest(run / "data/train.jsonl")}
     assert not train_texts & {u.text for u in read_manifest(run / "data/corpus/test.jsonl")}
-    assert "| corpus/test (primary) |" in (run / "report.md").read_text()
+    md = (run / "report.md").read_text()
+    assert "| corpus/test (primary) |" in md and "## Exports: parity with the PyTorch model" in md
+    assert report["exports"]["ct2"]["parity"]["unpadded_wer"] >= 0 and "called as-is on unpadded audio" in md
     out = capsys.readouterr().out
     assert "eval baseline" in out and "export ct2" in out
 
@@ -76,6 +78,30 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert report["train"]["steps"] == 2
     sample = read_manifest(run / "data/train.jsonl")
     assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
+
+
+def test_a_failed_parity_check_keeps_the_report_and_the_other_exports(setup, monkeypatch, capsys):
+    import speechtl.export_check as export_check
+
+    real_parity = export_check.parity
+
+    def strict_for_ct2(*args, **kwargs):
+        if args[2] == "ct2":
+            kwargs["margin_points"] = 0.0
+            kwargs["reference"] = {"wer": -1.0, "model": "impossible reference"}  # any export is 100 points worse
+        return real_parity(*args, **kwargs)
+
+    monkeypatch.setattr(export_check, "parity", strict_for_ct2)
+    runs = setup["root"] / "runs-parity"
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "--runs", str(runs)]) == 1
+    run = runs / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    assert report["exports"]["hf"]["parity"]["passed"] and "error" not in report["exports"]["hf"]
+    ct2 = report["exports"]["ct2"]
+    assert ct2["parity"]["passed"] is False and "points from the PyTorch model" in ct2["error"]
+    assert (run / "export/hf/README.md").is_file() and not (run / "export/ct2/README.md").exists()
+    assert "**FAILED**" in (run / "report.md").read_text()
+    assert "points from the PyTorch model" in capsys.readouterr().err
 
 
 def test_eval_and_transcribe(setup, tmp_path, capsys):

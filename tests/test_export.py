@@ -47,6 +47,7 @@ def test_ct2_export_runs_on_faster_whisper(tiny, tmp_path):
     for name in ("model.bin", "tokenizer.json", "preprocessor_config.json", "README.md", "parity.json"):
         assert (out / name).is_file(), name
     assert result["format"] == "ct2" and result["compute_type"] == "int8"
+    assert 0 <= result["unpadded_wer"] and (out / "parity" / "unpadded" / "hypotheses.jsonl").is_file()
     model = faster_whisper.WhisperModel(str(out), device="cpu", compute_type="int8")
     segments, info = model.transcribe(np.zeros(16000, np.float32), language="es", beam_size=1)
     assert isinstance("".join(s.text for s in segments), str) and info.duration == pytest.approx(1.0)
@@ -90,3 +91,27 @@ def test_model_card_has_hub_metadata_and_results():
     assert "synthetic speech" in result["dataset"]["name"]
     assert "| medical/test (primary; synthetic speech: kokoro) | adapted | 75 | 8.8% |" in text
     assert "WER 9.0% exported vs 8.8% PyTorch (+0.20 points" in text and "faster_whisper" in text
+    assert "unpadded" not in text
+    check |= {"unpadded_wer": 0.11, "unpadded_diff_points": 2.2}
+    text = card_text("ct2", payload=payload, parity=check, quantization="float16", lang="es")
+    assert "on unpadded audio (faster-whisper called as-is) WER is 11.0% (+2.20 points)" in text
+
+
+def test_padding_gives_faster_whisper_the_reference_log_mel():
+    """Whisper's reference front end pads audio with silence; faster-whisper pads the log-mel with zeros."""
+    pytest.importorskip("faster_whisper")
+    from faster_whisper.feature_extractor import FeatureExtractor
+    from transformers import WhisperFeatureExtractor
+
+    from speechtl.models.ct2_whisper import WINDOW_SAMPLES, pad_to_window
+
+    audio = np.random.default_rng(0).normal(0, 0.1, 3 * 16000).astype(np.float32)
+    padded = pad_to_window(audio)
+    assert len(padded) == WINDOW_SAMPLES and np.array_equal(padded[:len(audio)], audio)
+    assert len(pad_to_window(np.zeros(WINDOW_SAMPLES + 1))) == 2 * WINDOW_SAMPLES and len(pad_to_window([])) == 0
+    reference = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000).input_features[0]
+    fw = FeatureExtractor(feature_size=80)
+    ours = fw(padded)[:, :3000]
+    as_is = np.pad(fw(audio)[:, :-1], ((0, 0), (0, 3000 - 300)))  # the window faster-whisper builds unpadded
+    assert np.abs(ours - reference).max() < 1e-3
+    assert np.abs(as_is[:, 400:] - reference[:, 400:]).min() > 0.1  # zeros where the log-mel of silence belongs

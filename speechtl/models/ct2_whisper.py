@@ -27,6 +27,22 @@ MAX_TARGET_LENGTH = 448  # Whisper's decoder context
 MULTILINGUAL_VOCAB_SIZE = 51865  # OpenAI's rule: a Whisper vocabulary this large or larger is multilingual
 
 
+WINDOW_SAMPLES = 30 * 16000  # Whisper's input window at 16 kHz
+
+
+def pad_to_window(audio: np.ndarray) -> np.ndarray:
+    """``audio`` followed by silence up to a whole number of 30-s windows.
+
+    Whisper's reference front end (OpenAI's, and transformers') pads the audio with silence before the
+    log-mel, so the frames after speech are log-mel of silence. faster-whisper computes the log-mel of the
+    audio alone and pads the window with zeros in the log-mel domain, which a fine-tuned model has never
+    seen (on the medical recipe: 11.0% WER as-is against 9.1% in PyTorch, float32 both). Padding the audio
+    first gives faster-whisper the reference features.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    return np.pad(audio, (0, -len(audio) % WINDOW_SAMPLES)) if len(audio) else audio
+
+
 class Ct2FormatError(ValueError):
     """A CTranslate2 model directory that cannot be read, or does not form a Whisper model."""
 
