@@ -5,7 +5,8 @@ Baseline (named, measured in the same run): the transformers model of the run
 float32, batch 8, through speechtl's ``WhisperASR``. Against it: the
 CTranslate2 export (``runs/<name>/export/ct2``) on faster-whisper with each
 ``--compute-types`` (int8 is what a CPU voice-agent service runs), greedy,
-one clip at a time as a service would. Audio decoding is outside the timed
+one clip at a time as a service would, on audio padded to 30-s windows as
+``speechtl serve`` does, and once more unpadded (faster-whisper called as-is). Audio decoding is outside the timed
 decode in both. Prints WER (same normalizer), RTF (decode seconds / audio
 seconds) and the speed-up over the baseline.
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     systems += [(f"faster-whisper {ct}", lambda ct=ct: FasterWhisperTranscriber(args.run / "export" / "ct2",
                                                                              compute_type=ct, num_threads=args.threads))
                 for ct in args.compute_types]
+    systems.append((f"faster-whisper {args.compute_types[0]}, unpadded",  # as a caller of faster-whisper gets it
+                    lambda: FasterWhisperTranscriber(args.run / "export" / "ct2", compute_type=args.compute_types[0],
+                                                     num_threads=args.threads, pad=False)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, load) in enumerate(systems):
@@ -47,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, m["wer"], m["rtf"], m["num_utts"], m["audio_duration_s"]))
     base_rtf = rows[0][2]
     print(f"manifest: {manifest} ({rows[0][3]} utterances, {rows[0][4]:.0f} s of audio)")
-    print(f"{'system':<34} {'WER':>7} {'RTF':>7} {'speed-up':>9}")
+    print(f"{'system':<42} {'WER':>7} {'RTF':>7} {'speed-up':>9}")
     for name, wer, rtf, _, _ in rows:
-        print(f"{name:<34} {100 * wer:6.2f}% {rtf:7.3f} {base_rtf / rtf:8.2f}x")
+        print(f"{name:<42} {100 * wer:6.2f}% {rtf:7.3f} {base_rtf / rtf:8.2f}x")
     return 0
 
 

@@ -83,7 +83,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     with _progress(len(items), f"prepare {fmt}") as bar:
         result = prepare(
-            items, out_dir, _prepare_config(args), progress=bar.update, extra_summary={"format": fmt, "source": str(source)}
+            items, out_dir, _prepare_config(args), progress=bar.update,
+            extra_summary={"format": fmt, "source": str(source)}
         )
     splits = write_splits(result.utterances, out_dir, _split_config(args)) if args.split else None
     _print_summary(result.summary, out_dir, splits)

@@ -169,7 +169,8 @@ def _check_disjoint(train: Path, tests: dict[str, Path]) -> None:
         shared = {sentence_key(u.text) for u in read_manifest(path)} & train_keys
         if shared:
             example = sorted(shared)[0]
-            raise ConfigError(f"{len(shared)} sentence(s) of test set {name} are in the training data, e.g. {example!r}")
+            raise ConfigError(f"{len(shared)} sentence(s) of test set {name} are in the training data, "
+                              f"e.g. {example!r}")
 
 
 def _eval_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, Path]:

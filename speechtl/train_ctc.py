@@ -63,7 +63,7 @@ def run_vocab(train_utts: list[Utterance], texts: list[str], lang: str, out_dir:
     """Build the vocabulary from the train transcripts; report (never drop) characters outside the alphabet."""
     vocab = build_vocab(zip([u.id for u in train_utts], texts), lang)
     if vocab.outside_alphabet:
-        log.warning("CTC vocabulary: %d character(s) outside the %s alphabet kept as symbols: %s", 
+        log.warning("CTC vocabulary: %d character(s) outside the %s alphabet kept as symbols: %s",
                     len(vocab.outside_alphabet), lang,
                     ", ".join(f"{ch!r} (e.g. {ids[0]})" for ch, ids in vocab.outside_alphabet.items()))
     if is_main:

@@ -392,11 +392,12 @@ def test_real_tiny_whisper_ct2_on_faster_whisper(tiny_whisper, tmp_path, wav):
         assert isinstance(result.text, str) and result.language == "english"
         assert result.duration == pytest.approx(1.0) and result.segments
         for s in result.segments:
-            assert 0.0 <= s.start <= s.end and isinstance(s.avg_logprob, float) and s.avg_logprob <= 0.0
+            # the audio is padded to a 30-s window for decoding: nothing is reported past its 1 s
+            assert 0.0 <= s.start <= s.end <= 1.0 and isinstance(s.avg_logprob, float) and s.avg_logprob <= 0.0
             assert 0.0 <= s.no_speech_prob <= 1.0 and s.compression_ratio >= 0.0
             assert s.temperature == pytest.approx(0.5)  # a non-zero temperature is used as given (no fallback)
             assert all(isinstance(t, int) for t in s.tokens)
-        assert isinstance(result.words, list)
+        assert isinstance(result.words, list) and all(w.end <= 1.0 for w in result.words)
         with open(wav, "rb") as f:
             srt = client(p).audio.transcriptions.create(model="tiny-ct2", file=f, response_format="srt", temperature=1)
         assert srt.startswith("1\n00:00:00,000 --> ")
