@@ -6,8 +6,8 @@ float32, batch 8, through speechtl's ``WhisperASR``. Against it: the
 CTranslate2 export (``runs/<name>/export/ct2``) on faster-whisper with each
 ``--compute-types`` (int8 is what a CPU voice-agent service runs), greedy,
 one clip at a time as a service would, on audio padded to 30-s windows as
-``speechtl serve`` does, and once more unpadded (faster-whisper called as-is). Audio decoding is outside the timed
-decode in both. Prints WER (same normalizer), RTF (decode seconds / audio
+``speechtl serve`` does, and once more unpadded (faster-whisper called
+as-is). Audio decoding is outside the timed decode in both. Prints WER (same normalizer), RTF (decode seconds / audio
 seconds) and the speed-up over the baseline.
 
 Run: ``python bench/export_rtf.py runs/es-medical`` after ``make adapt LANG=es DOMAIN=medical``.

@@ -27,7 +27,11 @@ DEFAULT_MARGIN_POINTS = 1.0
 
 
 class ExportParityError(RuntimeError):
-    """The exported model's WER is worse than the PyTorch model's by more than the margin."""
+    """The exported model's WER is worse than the PyTorch model's by more than the margin (``result``: the check)."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def _run_paths(source: Path) -> dict[str, Any] | None:
@@ -49,8 +53,8 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     from speechtl.evaluate import evaluate_manifest
     from speechtl.export_runtimes import runtime_transcriber, torch_transcriber
 
-    exported = evaluate_manifest(runtime_transcriber(export_dir, fmt, lang=lang, compute_type=compute_type),
-                                 manifest, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
+    runtime = runtime_transcriber(export_dir, fmt, lang=lang, compute_type=compute_type)
+    exported = evaluate_manifest(runtime, manifest, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
     if reference is None:
         reference = evaluate_manifest(torch_transcriber(model_dir, lang), manifest, export_dir / "parity" / "torch",
                                       lang=lang, model_name=str(model_dir))
@@ -61,10 +65,8 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
               "torch_rtf": reference.get("rtf"), "export_rtf": exported.get("rtf"),
               "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
     if fmt == "ct2":  # also as a caller of faster-whisper gets it without speechtl's padding (Pipecat's service)
-        from speechtl.export_runtimes import FasterWhisperTranscriber
-
-        as_is = evaluate_manifest(FasterWhisperTranscriber(export_dir, compute_type=compute_type or "int8", pad=False),
-                                  manifest, export_dir / "parity" / "unpadded", lang=lang,
+        runtime.pad = False
+        as_is = evaluate_manifest(runtime, manifest, export_dir / "parity" / "unpadded", lang=lang,
                                   model_name=f"{fmt} export, unpadded")
         result["unpadded_wer"] = as_is["wer"]
         result["unpadded_diff_points"] = round(100 * (as_is["wer"] - reference["wer"]), 3)
@@ -78,7 +80,7 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     if not result["passed"]:
         raise ExportParityError(f"export {fmt} at {export_dir}: WER {exported['wer']:.2%} is {diff:+.2f} points "
                                 f"from the PyTorch model's {reference['wer']:.2%} on {manifest} (margin "
-                                f"{margin_points} points); see {export_dir / 'parity.json'}")
+                                f"{margin_points} points); see {export_dir / 'parity.json'}", result)
     return result
 
 

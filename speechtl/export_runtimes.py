@@ -32,7 +32,7 @@ class FasterWhisperTranscriber:
         except ImportError as exc:
             raise ImportError("the CTranslate2 runtime check needs faster-whisper: "
                               "pip install 'speechtl[serve]'") from exc
-        self.name = f"faster-whisper ({compute_type}{', audio padded to 30 s' if pad else ''}): {model_dir}"
+        self.name = f"faster-whisper ({compute_type}): {model_dir}"
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=num_threads)
         self.pad = pad  # see speechtl.models.ct2_whisper.pad_to_window; False: faster-whisper as a caller uses it
 

@@ -420,7 +420,7 @@ def _export_all(recipe: RecipeConfig, run_dir: Path, result: Any, test_manifest:
                            compute_type=recipe.export.ct2_compute_type,
                            margin_points=recipe.export.parity_margin_points)
         except ExportParityError as exc:  # the other formats and the report still get written
-            check = json.loads((out / "parity.json").read_text(encoding="utf-8"))
+            check = exc.result
             exports[fmt]["error"] = str(exc)
         exports[fmt]["parity"] = check
         notify(f"export {fmt}: {out}; parity WER {check['export_wer']:.1%} vs PyTorch {check['torch_wer']:.1%} "

@@ -178,7 +178,7 @@ def synthetic_note(payload: dict[str, Any]) -> list[str]:
 
 def _exports(payload: dict[str, Any]) -> list[str]:
     """Each export's parity check: its WER on its own runtime against the PyTorch model's."""
-    rows = []
+    rows, notes = [], []
     for fmt, e in (payload.get("exports") or {}).items():
         p = e.get("parity") or {}
         if p.get("passed") is None:
@@ -188,17 +188,14 @@ def _exports(payload: dict[str, Any]) -> list[str]:
         rows.append([runtime, f"`{e['path']}`", pct(p["export_wer"], 2), pct(p["torch_wer"], 2),
                      f"{p['diff_points']:+.2f}", ("passed" if p["passed"] else "**FAILED**")
                      + f" (margin {p['margin_points']})"])
+        if p.get("unpadded_wer") is not None:
+            notes += ["", f"{fmt}: faster-whisper gets audio padded to 30-s windows (as `speechtl serve` does); "
+                      f"called as-is on unpadded audio it gives WER {pct(p['unpadded_wer'], 2)} "
+                      f"({p['unpadded_diff_points']:+.2f} points)."]
     if not rows:
         return []
-    lines = ["", "## Exports: parity with the PyTorch model", "",
-             *table(["format", "path", "export WER", "PyTorch WER", "points", "check"], rows)]
-    unpadded = {f: e["parity"] for f, e in payload["exports"].items() if (e.get("parity") or {}).get("unpadded_wer")
-                is not None}
-    for fmt, p in unpadded.items():
-        lines += ["", f"{fmt}: faster-whisper gets audio padded to 30-s windows (as `speechtl serve` does); called "
-                  f"as-is on unpadded audio it gives WER {pct(p['unpadded_wer'], 2)} "
-                  f"({p['unpadded_diff_points']:+.2f} points)."]
-    return lines
+    return ["", "## Exports: parity with the PyTorch model", "",
+            *table(["format", "path", "export WER", "PyTorch WER", "points", "check"], rows), *notes]
 
 
 def markdown(payload: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ def pad_to_window(audio: np.ndarray) -> np.ndarray:
     gives faster-whisper the reference features.
     """
     audio = np.asarray(audio, dtype=np.float32)
-    return np.pad(audio, (0, -len(audio) % WINDOW_SAMPLES)) if len(audio) else audio
+    return np.pad(audio, (0, -len(audio) % WINDOW_SAMPLES))
 
 
 class Ct2FormatError(ValueError):
