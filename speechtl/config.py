@@ -56,12 +56,32 @@ class SourceConfig:
     use: tuple[str, ...] = ("train", "dev", "test")  # which splits the run uses
     max_train_utterances: int | None = None  # a seeded sample of at most N train utterances (e.g. rehearsal data)
     max_reject_share: float = 0.2  # data prep fails above this rejected share
+    sentences_from: str | None = None  # synth: speak the dev and test sentences of this earlier source instead of
+    # `sentences` (e.g. held-out sentences in an engine the run does not train on); the splits follow that source's
+    drop_train_sentences: bool = False  # its dev/test splits lose every sentence of the run's training manifest
+    # (a corpus that says the training prompts in another voice); how many remain is reported
+    verify_transcripts: float | None = None  # max CER of the unadapted model's transcript against the reference
+    # (texts matched to audio by id); above it the utterance is quarantined as transcript_mismatch
 
     def __post_init__(self) -> None:
         if self.kind not in ("corpus", "synth"):
             raise ConfigError(f"data.sources.{self.name}.kind: {self.kind!r} must be 'corpus' or 'synth'")
-        if self.kind == "synth" and not self.sentences:
-            raise ConfigError(f"data.sources.{self.name}.sentences: a synth source needs sentence files")
+        if self.kind == "synth" and not self.sentences and not self.sentences_from:
+            raise ConfigError(f"data.sources.{self.name}.sentences: a synth source needs sentence files "
+                              "(or sentences_from: SOURCE)")
+        if self.sentences_from is not None:
+            if self.kind != "synth" or self.sentences:
+                raise ConfigError(f"data.sources.{self.name}.sentences_from: only for a synth source without "
+                                  "'sentences'")
+            if "train" in self.use:
+                raise ConfigError(f"data.sources.{self.name}.use: a sentences_from source holds held-out "
+                                  "sentences only; use [dev, test]")
+        if self.verify_transcripts is not None:
+            if not 0 < self.verify_transcripts <= 1:
+                raise ConfigError(f"data.sources.{self.name}.verify_transcripts: a CER in (0, 1], or null")
+            if set(self.use) != {"test"}:
+                raise ConfigError(f"data.sources.{self.name}.verify_transcripts: only for a test-only source "
+                                  "(use: [test]); the unadapted model's agreement must not pick training data")
         if self.max_train_utterances is not None and self.max_train_utterances < 1:
             raise ConfigError(f"data.sources.{self.name}.max_train_utterances: must be >= 1 or null")
         if self.min_term_sentences and not self.terms:
@@ -118,6 +138,20 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class InterpolateConfig:
+    """Weight-space interpolation of the base and the adapted Whisper (WiSE-FT), chosen on dev data only."""
+
+    enabled: bool = True  # Whisper route; the CTC route's new head has no base weights to interpolate with
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of the adapted model: 0 = base, 1 = adapted
+    # every candidate decodes the dev split of each source the run uses for dev; the lowest mean of those
+    # per-set WERs wins (a tie goes to the smaller alpha, nearer the base model)
+
+    def __post_init__(self) -> None:
+        if not self.alphas or any(not 0 <= a <= 1 for a in self.alphas):
+            raise ConfigError(f"interpolate.alphas: {list(self.alphas)} must be non-empty numbers in [0, 1]")
+
+
+@dataclass(frozen=True)
 class RecipeConfig:
     name: str  # run name: results go to runs/<name>/
     lang: str  # target language (ISO 639-1)
@@ -127,6 +161,7 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # strategy and hyperparameters
     export: ExportConfig = field(default_factory=ExportConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # CTC route: LM beam search
+    interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)  # WiSE-FT, alpha chosen on dev
     seed: int = 0  # the seed every stage derives its own from
     num_workers: int = 2  # worker processes for data prep and synthesis
 
@@ -138,6 +173,10 @@ class RecipeConfig:
             source, _, split_name = ref.partition("/")
             if source not in names or split_name not in ("train", "dev", "test"):
                 raise ConfigError(f"eval: {ref!r} must be '<source>/<split>' with a source in {names}")
+        for i, s in enumerate(self.sources):
+            if s.sentences_from is not None and s.sentences_from not in names[:i]:
+                raise ConfigError(f"data.sources.{s.name}.sentences_from: {s.sentences_from!r} must name a source "
+                                  f"listed before it, one of {names[:i]}")
 
     def source(self, name: str) -> SourceConfig:
         return next(s for s in self.sources if s.name == name)

@@ -35,12 +35,15 @@ class ExportParityError(RuntimeError):
 
 
 def _run_paths(source: Path) -> dict[str, Any] | None:
-    """For a run folder: its best checkpoint, language, primary test manifest and report payload."""
+    """For a run folder: its adapted model (the interpolated one, else the best checkpoint), language, primary
+    test manifest and report payload."""
     report = source / "report.json"
-    best = source / "checkpoints" / "best"
-    if not report.is_file() or not best.is_dir():
+    if not report.is_file():
         return None
     payload = json.loads(report.read_text(encoding="utf-8"))
+    best = Path(payload.get("adapted_dir") or source / "checkpoints" / "best")
+    if not best.is_dir():
+        return None
     primary = payload["primary"]
     name, _, split = primary.partition("/")
     return {"model_dir": best, "lang": payload["recipe"]["lang"], "manifest": Path(payload["data"][name][split]),

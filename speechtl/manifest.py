@@ -242,10 +242,14 @@ class SplitConfig:
     seed: int = 0  # the seed of every random choice here
 
     def __post_init__(self) -> None:
-        if not (0 <= self.dev_share < 1 and 0 <= self.test_share < 1 and self.dev_share + self.test_share < 1):
+        # test_share=1 (dev_share=0): an evaluation-only corpus, every utterance is test
+        evaluation_only = self.test_share == 1 and self.dev_share == 0
+        if not evaluation_only and not (
+            0 <= self.dev_share < 1 and 0 <= self.test_share < 1 and self.dev_share + self.test_share < 1
+        ):
             raise ValueError(
                 f"split: dev_share={self.dev_share} and test_share={self.test_share} must be in [0, 1) "
-                "and sum to less than 1"
+                "and sum to less than 1 (or test_share=1 with dev_share=0: everything is test)"
             )
 
 

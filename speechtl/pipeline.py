@@ -32,21 +32,42 @@ DATA_VERSION = 1  # bump when prepared data from an older speechtl must not be r
 Notify = Callable[[str], None]
 
 
-# source fields that only choose what the run takes from prepared data: changing them re-prepares nothing
-_COMBINE_FIELDS = ("use", "max_train_utterances")
+# source fields that only choose what the run takes from prepared data, or check it later: changing them
+# re-prepares nothing
+_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts")
 
 
-def _fingerprint(source: SourceConfig, lang: str) -> str:
+def _fingerprint(source: SourceConfig, lang: str, held_out: dict[str, str] | None) -> str:
     fields = {k: v for k, v in asdict(source).items() if k not in _COMBINE_FIELDS}
-    payload = json.dumps({"source": fields, "lang": lang, "v": DATA_VERSION}, sort_keys=True, default=str)
+    payload = json.dumps({"source": fields, "lang": lang, "v": DATA_VERSION, "held_out": held_out},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify) -> dict[str, Path]:
-    """Prepare and split one source into ``out_dir``; reuse it when the config is unchanged."""
+def _held_out_sentences(source: SourceConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, str] | None:
+    """For ``sentences_from``: text -> "dev" or "test", the held-out sentences of the named source."""
+    if source.sentences_from is None:
+        return None
+    out: dict[str, str] = {}
+    for split_name in ("dev", "test"):
+        for utt in read_manifest(prepared[source.sentences_from][split_name]):
+            out.setdefault(utt.text, split_name)
+    if not out:
+        raise ConfigError(f"data.sources.{source.name}.sentences_from: source {source.sentences_from!r} holds no "
+                          "dev or test sentence")
+    return out
+
+
+def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify,
+                   prepared: dict[str, dict[str, Path]] | None = None) -> dict[str, Path]:
+    """Prepare and split one source into ``out_dir``; reuse it when the config is unchanged.
+
+    ``prepared`` holds the sources prepared before this one (what ``sentences_from`` reads).
+    """
     from speechtl.prepare import PrepareConfig, prepare, write_splits
 
-    fingerprint = _fingerprint(source, recipe.lang)
+    held_out = _held_out_sentences(source, prepared or {})
+    fingerprint = _fingerprint(source, recipe.lang, held_out)
     stamp = out_dir / "source.json"
     splits = {name: out_dir / f"{name}.jsonl" for name in ("train", "dev", "test")}
     if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
@@ -56,11 +77,18 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
     started = time.perf_counter()
     if source.kind == "corpus":
         items = _corpus_items(source)
+    elif held_out is not None:
+        sentences = [(f"{split_name}-{i:04d}", text) for i, (text, split_name) in enumerate(held_out.items())]
+        notify(f"data {source.name}: the {len(sentences)} dev and test sentences of {source.sentences_from}")
+        items = _synth_items(source, recipe, out_dir, notify, sentences)
     else:
         items = _synth_items(source, recipe, out_dir, notify)
     config = PrepareConfig(lang=recipe.lang, max_reject_share=source.max_reject_share, num_workers=recipe.num_workers)
     result = prepare(items, out_dir, config, extra_summary={"source": source.name, "kind": source.kind})
-    split_summary = write_splits(result.utterances, out_dir, source.split)
+    if held_out is not None:  # the splits of the source the sentences come from
+        split_summary = _write_splits_like(result.utterances, held_out, out_dir)
+    else:
+        split_summary = write_splits(result.utterances, out_dir, source.split)
     s = result.summary
     notify(
         f"data {source.name}: {s['utterances']} utterances ({s['hours']:.2f} h, {s['speakers']} speakers), "
@@ -74,15 +102,29 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
     return splits
 
 
+def _write_splits_like(utterances: list, held_out: dict[str, str], out_dir: Path) -> dict[str, Any]:
+    """dev/test by the split each sentence has in its origin source; no train split."""
+    from speechtl.manifest import summarize
+
+    parts: dict[str, list] = {"train": [], "dev": [], "test": []}
+    for utt in utterances:
+        parts[held_out[utt.extra["raw_text"]]].append(utt)
+    for name, utts in parts.items():
+        write_jsonl(out_dir / f"{name}.jsonl", utts)
+    summary = {name: summarize(utts) for name, utts in parts.items()}
+    atomic_write_text(out_dir / "splits.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    return summary
+
+
 def _corpus_items(source: SourceConfig) -> list:
     from speechtl.importers import read_corpus
 
     if source.path is None:
         if source.format != "asterisk":
             raise ConfigError(f"data.sources.{source.name}.path: required for format {source.format!r}")
-        from speechtl.importers.asterisk import DEFAULT_ROOT
+        from speechtl.importers.asterisk import DEFAULT_VOICE, default_root
 
-        path: Path = DEFAULT_ROOT
+        path: Path = default_root(source.options.get("voice", DEFAULT_VOICE))
     else:
         path = Path(source.path)
     return list(read_corpus(path, format=source.format, **source.options))
@@ -124,10 +166,12 @@ def pick_sentences(sentences: list[tuple[str, str]], source: SourceConfig, seed:
     return [s for i, s in enumerate(sentences) if i in chosen]
 
 
-def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify) -> list:
+def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify,
+                 sentences: list[tuple[str, str]] | None = None) -> list:
     from speechtl.synth import ChannelConfig, SynthConfig, read_sentences, synthesize_corpus
 
-    sentences = [s for path in source.sentences for s in read_sentences(Path(path))]
+    if sentences is None:
+        sentences = [s for path in source.sentences for s in read_sentences(Path(path))]
     if source.max_sentences is not None and source.max_sentences < len(sentences):
         sentences = pick_sentences(sentences, source, recipe.seed)
     channel = None
@@ -143,7 +187,8 @@ def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, noti
         channel=channel,
     )
     notify(f"data {source.name}: synthesizing {len(sentences)} sentences with {source.engine}")
-    return synthesize_corpus(sentences, out_dir / "raw", config, holdout=source.split)
+    holdout = None if source.sentences_from else source.split
+    return synthesize_corpus(sentences, out_dir / "raw", config, holdout=holdout)
 
 
 def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_name: str, out: Path) -> Path:
@@ -173,6 +218,33 @@ def _check_disjoint(train: Path, tests: dict[str, Path]) -> None:
                               f"e.g. {example!r}")
 
 
+def _drop_train_sentences(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], train: Path,
+                          notify: Notify) -> None:
+    """Point the dev/test splits of each ``drop_train_sentences`` source at a copy without training sentences."""
+    train_keys = {sentence_key(u.text) for u in read_manifest(train)}
+    for source in recipe.sources:
+        if not source.drop_train_sentences:
+            continue
+        for split_name in ("dev", "test"):
+            if split_name not in source.use:
+                continue
+            path = prepared[source.name][split_name]
+            utts = read_manifest(path)
+            kept = [u for u in utts if sentence_key(u.text) not in train_keys]
+            out = path.with_name(f"{split_name}.heldout.jsonl")
+            write_jsonl(out, kept)
+            prepared[source.name][split_name] = out
+            notify(f"data {source.name}/{split_name}: {len(kept)} of {len(utts)} utterances say no training "
+                   f"sentence and remain -> {out}")
+            if not kept:
+                raise ConfigError(f"data.sources.{source.name}: every {split_name} sentence is in the training data")
+
+
+def _dev_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, Path]:
+    """``<source>/dev`` -> manifest, for every source whose dev split the run uses (what alpha is chosen on)."""
+    return {f"{s.name}/dev": prepared[s.name]["dev"] for s in recipe.sources if "dev" in s.use}
+
+
 def _eval_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, Path]:
     refs = [recipe.eval.primary, *recipe.eval.test_sets]
     if recipe.eval.forgetting:
@@ -185,7 +257,9 @@ def _eval_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> di
 
 
 def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, recipe: RecipeConfig,
-                  model_name: str, prompt: str | None, notify: Notify) -> dict[str, dict[str, Any]]:
+                  model_name: str, prompt: str | None, notify: Notify,
+                  replays: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Score ``asr`` on every set (``replays``: set -> a transcriber holding this very model's hypotheses)."""
     from speechtl.evaluate import evaluate_manifest
     from speechtl.report_data import eval_dir
     from speechtl.scoring import read_terms, scoring_normalizer
@@ -196,7 +270,7 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
     for ref, manifest in sets.items():
         out_dir = eval_dir(run_dir, system, ref)
         metrics = evaluate_manifest(
-            asr, manifest, out_dir, lang=recipe.lang, normalizer=normalizer, prompt=prompt,
+            (replays or {}).get(ref, asr), manifest, out_dir, lang=recipe.lang, normalizer=normalizer, prompt=prompt,
             terms=terms, batch_size=recipe.eval.batch_size, model_name=model_name,
             extra={"system": system, "encoder_cache_precision": getattr(asr, "precision", None)},
         )  # fmt: skip
@@ -250,11 +324,14 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
 
     t = time.perf_counter()
     with state.main_process_first():
-        prepared = {s.name: prepare_source(s, recipe, run_dir / "data" / s.name, notify) for s in recipe.sources}
+        prepared: dict[str, dict[str, Path]] = {}
+        for s in recipe.sources:
+            prepared[s.name] = prepare_source(s, recipe, run_dir / "data" / s.name, notify, prepared)
         train_manifest = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl")
+        _drop_train_sentences(recipe, prepared, train_manifest, notify)
         dev_manifest = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
         sets = _eval_sets(recipe, prepared)
-        _check_disjoint(train_manifest, sets)
+        _check_disjoint(train_manifest, {**sets, **_dev_sets(recipe, prepared)})
     timings["data_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -317,7 +394,9 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
                f"({baseline.precision}) -> {baseline.root}")
     timings["encoder_cache_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify)
+    replays = _verify_transcripts(recipe, baseline, sets, run_dir, notify)
+    evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify,
+                                            replays)
     if recipe.eval.prompt_with_terms and recipe.eval.terms:
         from speechtl.scoring import read_terms
 
@@ -329,6 +408,40 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
             baseline, "baseline+prompt", primary, run_dir, recipe, recipe.model, prompt, notify
         )
     timings["baseline_eval_s"] = time.perf_counter() - t
+
+
+def _verify_transcripts(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], run_dir: Path,
+                        notify: Notify) -> dict[str, Any]:
+    """Quarantine the utterances of ``verify_transcripts`` sources whose recording does not say their text.
+
+    The unadapted model decodes the set once; ``sets`` then points at the kept utterances, and the returned
+    replays hand the baseline evaluation the same hypotheses.
+    """
+    from speechtl.evaluate import evaluate_manifest
+    from speechtl.report_data import read_rows
+    from speechtl.scoring import scoring_normalizer
+    from speechtl.verify import ReplayTranscriber, verify_transcripts
+
+    replays = {}
+    for ref, path in list(sets.items()):
+        source_name, _, split_name = ref.partition("/")
+        max_cer = recipe.source(source_name).verify_transcripts
+        if max_cer is None:
+            continue
+        out_dir = path.parent / f"verify-{split_name}"
+        evaluate_manifest(baseline, path, out_dir, lang=recipe.lang, normalizer=scoring_normalizer(recipe.lang),
+                          batch_size=recipe.eval.batch_size, model_name=recipe.model)
+        rows = read_rows(out_dir / "hypotheses.jsonl")
+        kept, rejected = verify_transcripts(read_manifest(path), rows, max_cer, witness=f"unadapted {recipe.model}")
+        sets[ref] = path.with_name(f"{split_name}.verified.jsonl")
+        write_jsonl(sets[ref], kept)
+        write_jsonl(path.with_name(f"{split_name}.mismatch.jsonl"), rejected)
+        replays[ref] = ReplayTranscriber(rows, name=f"{recipe.model} (hypotheses of the transcript check)")
+        notify(f"data {ref}: {len(kept)} utterances kept, {len(rejected)} quarantined as transcript_mismatch "
+               f"(CER of the unadapted model over {max_cer}) -> {path.with_name(f'{split_name}.mismatch.jsonl')}")
+        if not kept:
+            raise ConfigError(f"data.sources.{source_name}.verify_transcripts: no {split_name} utterance passed")
+    return replays
 
 
 def _evaluate_ctc(recipe: RecipeConfig, run_dir: Path, manifests: tuple[Path, Path], sets: dict[str, Path],
@@ -357,13 +470,20 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
     from speechtl.report import write_report
     from speechtl.report_data import enrich, read_history
 
+    decoding = interpolation = None
+    adapted_dir = result.best_dir
+    if result.route == "seq2seq" and recipe.interpolate.enabled:
+        t = time.perf_counter()
+        interpolation = _interpolate(recipe, model, run_dir, result, _dev_sets(recipe, prepared), sets, evaluations,
+                                     notify)
+        adapted_dir = Path(interpolation["model_dir"])
+        timings["interpolate_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    decoding = None
     if result.route == "ctc":
         decoding = _evaluate_ctc(recipe, run_dir, manifests, sets, result, evaluations, notify)
     else:
-        adapted = _transcriber(WhisperASR.load(result.best_dir), recipe, run_dir)
-        evaluations["adapted"] = _evaluate_all(adapted, "adapted", sets, run_dir, recipe, str(result.best_dir), None,
+        adapted = _transcriber(WhisperASR.load(adapted_dir), recipe, run_dir)
+        evaluations["adapted"] = _evaluate_all(adapted, "adapted", sets, run_dir, recipe, str(adapted_dir), None,
                                                notify)
         del adapted
     timings["adapted_eval_s"] = time.perf_counter() - t
@@ -380,11 +500,15 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
         "train": result.to_json() if hasattr(result, "to_json") else asdict(result),
         "train_history": read_history(getattr(result, "history_path", None)),
         "decoding": decoding,
+        "interpolation": interpolation,
+        "adapted_dir": str(adapted_dir),
+        "relations": _relations(manifests[0], sets),
     }
     # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
     payload = enrich(payload, run_dir, seed=recipe.seed)
     t = time.perf_counter()
-    payload["exports"] = _export_all(recipe, run_dir, result, sets[recipe.eval.primary], payload, notify)
+    payload["exports"] = _export_all(recipe, run_dir, result.route, adapted_dir, sets[recipe.eval.primary], payload,
+                                     notify)
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     payload["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
@@ -402,20 +526,62 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
     return payload
 
 
-def _export_all(recipe: RecipeConfig, run_dir: Path, result: Any, test_manifest: Path, payload: dict[str, Any],
-                notify: Notify) -> dict[str, Any]:
+def _interpolate(recipe: RecipeConfig, model: Any, run_dir: Path, result: Any, dev_sets: dict[str, Path],
+                 sets: dict[str, Path], evaluations: dict[str, Any], notify: Notify) -> dict[str, Any]:
+    """WiSE-FT: alpha chosen on the dev sets; the chosen model is written to ``checkpoints/interpolated``.
+
+    When alpha < 1 the trained checkpoint itself is also scored, as system "fine-tuned", on the primary and
+    forgetting-check sets: the report's trade-off between domain and unseen-speaker WER.
+    """
+    from speechtl.evaluate import evaluate_manifest
+    from speechtl.interpolate import Interpolator, select_alpha
+    from speechtl.scoring import scoring_normalizer
+
+    interpolator = Interpolator(model.hf_dir, result.best_dir)
+    normalizer = scoring_normalizer(recipe.lang)
+    transcriber = _transcriber(interpolator.asr, recipe, run_dir)  # the frozen prefix is the same at every alpha
+
+    def dev_wer(alpha: float, ref: str, manifest: Path) -> float:
+        interpolator.at(alpha)
+        out_dir = run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
+        return evaluate_manifest(transcriber, manifest, out_dir, lang=recipe.lang, normalizer=normalizer,
+                                 batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")["wer"]
+
+    choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_wer)
+    alpha = choice["alpha"]
+    notify(f"interpolate: alpha {alpha:.2f} of the adapted weights, by mean dev WER over {', '.join(dev_sets)} ("
+           + ", ".join(f"{c['alpha']:.2f}: {c['mean_dev_wer']:.1%}" for c in choice["candidates"]) + ")")
+    choice["model_dir"] = str(interpolator.save(alpha, run_dir / "checkpoints" / "interpolated"))
+    atomic_write_text(run_dir / "interpolate" / "choice.json", json.dumps(choice, indent=2) + "\n")
+    if alpha < 1:
+        interpolator.at(1.0)
+        tradeoff = {ref: sets[ref] for ref in (recipe.eval.primary, recipe.eval.forgetting) if ref}
+        evaluations["fine-tuned"] = _evaluate_all(transcriber, "fine-tuned", tradeoff, run_dir, recipe,
+                                                  str(result.best_dir), None, notify)
+    return choice
+
+
+def _relations(train: Path, sets: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    from speechtl.report_data import relation
+
+    train_utts = read_manifest(train)
+    return {ref: relation(train_utts, read_manifest(path)) for ref, path in sets.items()}
+
+
+def _export_all(recipe: RecipeConfig, run_dir: Path, route: str, model_dir: Path, test_manifest: Path,
+                payload: dict[str, Any], notify: Notify) -> dict[str, Any]:
     """Every format of ``export.formats`` the route supports, each with its parity check and model card."""
     from speechtl.export_check import ExportParityError, export
 
     exports: dict[str, Any] = {}
     for fmt in recipe.export.formats:
-        if (fmt, result.route) in (("ct2", "ctc"), ("onnx", "seq2seq")):
-            notify(f"export {fmt}: skipped, not a format of the {result.route} route (ct2: Whisper; onnx: CTC)")
+        if (fmt, route) in (("ct2", "ctc"), ("onnx", "seq2seq")):
+            notify(f"export {fmt}: skipped, not a format of the {route} route (ct2: Whisper; onnx: CTC)")
             continue
         out = run_dir / "export" / fmt
         exports[fmt] = {"path": str(out)}
         try:
-            check = export(result.best_dir, fmt, out=out, lang=recipe.lang, manifest=test_manifest, payload=payload,
+            check = export(model_dir, fmt, out=out, lang=recipe.lang, manifest=test_manifest, payload=payload,
                            quantization=recipe.export.ct2_quantization if fmt == "ct2" else None,
                            compute_type=recipe.export.ct2_compute_type,
                            margin_points=recipe.export.parity_margin_points)

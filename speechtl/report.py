@@ -123,6 +123,51 @@ def _decoding(payload: dict[str, Any]) -> list[str]:
             f"(dev WER {pct(dec['tuning'][0]['dev_wer'])} greedy, {pct(chosen['dev_wer'])} with the LM)."]
 
 
+INTERPOLATION_SYSTEMS = (("baseline", "0 (base)"), ("fine-tuned", "1 (trained checkpoint)"))
+
+
+def interpolation_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Dev table of the WiSE-FT choice: one row per alpha, a column per dev set, the mean; the chosen row marked."""
+    choice = payload.get("interpolation")
+    if not choice:
+        return [], []
+    header = ["alpha", *choice["dev_sets"], "mean dev WER", ""]
+    rows = [[f"{c['alpha']:.2f}", *(pct(c["dev_wer"][ref]) for ref in choice["dev_sets"]), pct(c["mean_dev_wer"]),
+             "**kept**" if c["alpha"] == choice["alpha"] else ""] for c in choice["candidates"]]
+    return header, rows
+
+
+def tradeoff_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Test WER of each candidate model: the domain (primary) set against the forgetting check's unseen speech."""
+    choice = payload.get("interpolation")
+    if not choice:
+        return [], []
+    refs = [r for r in (payload.get("primary"), payload.get("forgetting")) if r]
+    header = ["system", "alpha", *(set_label(payload, r) for r in refs)]
+    names = dict(INTERPOLATION_SYSTEMS, adapted=f"{choice['alpha']:.2f} (kept, chosen on dev)")
+    rows = []
+    for system, alpha in names.items():
+        sets = payload["evaluations"].get(system, {})
+        if system == "fine-tuned" and not sets:  # alpha 1 was kept: the adapted row is the checkpoint
+            continue
+        rows.append([system, alpha, *(f"{pct(sets[r]['wer'])} {ci_text(sets[r].get('wer_ci95'))}"
+                                       if r in sets else "—" for r in refs)])
+    return header, rows
+
+
+def _interpolation(payload: dict[str, Any]) -> list[str]:
+    header, rows = interpolation_rows(payload)
+    if not rows:
+        return []
+    choice = payload["interpolation"]
+    t_header, t_rows = tradeoff_rows(payload)
+    return ["", "## Weight interpolation (WiSE-FT): alpha chosen on dev", "",
+            f"θ = (1 − α)·θ_base + α·θ_trained. Every α was decoded on the dev sets only; the lowest mean of the "
+            f"per-set dev WERs chose α = {choice['alpha']:.2f} (`adapted`). No test figure took part in the choice.",
+            "", *table(header, rows), "",
+            "The trade-off on the test sets (reported, not used to choose):", "", *table(t_header, t_rows)]
+
+
 def _forgetting(payload: dict[str, Any]) -> list[str]:
     ref = payload.get("forgetting")
     if not ref:
@@ -214,6 +259,7 @@ def markdown(payload: dict[str, Any]) -> str:
         *_results(payload),
         *_comparisons(payload),
         *_forgetting(payload),
+        *_interpolation(payload),
         *_hallucinations(payload),
         *_per_term(payload),
         "",

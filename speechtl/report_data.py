@@ -13,6 +13,9 @@ so a saved ``report.json`` plus its run folder is enough to rebuild a report
   may lack sets (``baseline+prompt`` decodes only the primary set);
 - ``train_history``: the rows of ``checkpoints/history.jsonl`` (step, loss, dev_wer...);
 - ``sets``: set -> source, split, source kind (``corpus``/``synth``), TTS engine;
+- ``relations``: set -> its relation to the training data (:func:`relation`): real or synthetic speech,
+  speakers and TTS engines seen in training or not;
+- ``interpolation``: the WiSE-FT alpha choice on dev (:mod:`speechtl.interpolate`), when it ran;
 - ``bootstrap``: num_samples, seed, level of the paired comparisons;
 - ``comparisons``: set -> list of paired bootstraps ``{a, b, diff, ci, prob_b_better, ...}``
   (``b - a``; negative = ``b`` better); ``comparison_errors`` lists pairs that could not be compared
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,13 @@ from speechtl.significance import paired_bootstrap
 
 log = logging.getLogger(__name__)
 
-SYSTEM_ORDER = ("baseline", "baseline+prompt", "adapted", "adapted+lm")  # report order; other systems follow
+# report order; other systems follow. "fine-tuned" is the trained checkpoint itself when "adapted" is its
+# interpolation with the base model (alpha < 1)
+SYSTEM_ORDER = ("baseline", "baseline+prompt", "fine-tuned", "adapted", "adapted+lm")
 # (a, b) pairs compared with the paired bootstrap, b - a, when both scored the set
 COMPARISONS = (("baseline", "adapted"), ("baseline+prompt", "adapted"), ("baseline", "baseline+prompt"),
-               ("baseline", "adapted+lm"), ("adapted", "adapted+lm"))
+               ("baseline", "fine-tuned"), ("fine-tuned", "adapted"), ("baseline", "adapted+lm"),
+               ("adapted", "adapted+lm"))
 NUM_EXAMPLES = 6  # aligned examples per set
 
 
@@ -177,16 +184,51 @@ def term_recall_of(metrics: dict[str, Any]) -> float | None:
     return terms.get("recall") if isinstance(terms, dict) else None
 
 
+def relation(train: Iterable[Any], test: Iterable[Any]) -> dict[str, Any]:
+    """How a test set's utterances relate to the training manifest's: real or synthetic, speakers and TTS
+    engines seen in training or not (from each utterance's speaker and ``extra["engine"]``)."""
+    train = list(train)
+    test = list(test)
+    train_speakers = {u.speaker for u in train if u.speaker is not None}
+    train_engines = {u.extra.get("engine") for u in train} - {None}
+    speakers = {u.speaker for u in test if u.speaker is not None}
+    engines = sorted({u.extra.get("engine") for u in test} - {None})
+    return {"speech": "synthetic" if engines else "real", "engines": engines, "speakers": len(speakers),
+            "seen_speakers": len(speakers & train_speakers),
+            "unseen_engines": [e for e in engines if e not in train_engines]}
+
+
+def relation_text(rel: dict[str, Any]) -> str:
+    """``real speech, unseen speaker``, ``synthetic speech: espeak, unseen TTS engine``, ..."""
+    n, seen = rel["speakers"], rel["seen_speakers"]
+    who = "speaker" if n == 1 else "speakers"
+    if seen == 0:
+        voices = f"unseen {who}" if rel["speech"] == "real" else f"held-out {'voice' if n == 1 else 'voices'}"
+    else:
+        voices = f"seen {who}" + (f" ({seen} of {n} in training)" if n > 1 else " (in training)")
+    if rel["speech"] == "real":
+        return f"real speech, {voices}"
+    engines = ", ".join(rel["engines"])
+    if rel["unseen_engines"]:
+        return f"synthetic speech: {engines}, unseen TTS engine"
+    return f"synthetic speech: {engines}, {voices} of a training engine"
+
+
 def set_label(payload: dict[str, Any], ref: str) -> str:
-    """``medical/test (primary; synthetic speech: kokoro)``, ``asterisk/test (forgetting check)``."""
+    """``medical/test (primary; synthetic speech: kokoro, held-out voices of a training engine)``,
+    ``es-co/test (forgetting check; real speech, unseen speaker)``."""
     tags = []
     if ref == payload.get("primary"):
         tags.append("primary")
     if ref == payload.get("forgetting"):
         tags.append("forgetting check")
-    info = payload.get("sets", {}).get(ref) or set_info(payload.get("recipe", {})).get(ref, {})
-    if info.get("kind") == "synth":
-        tags.append("synthetic speech" + (f": {info['engine']}" if info.get("engine") else ""))
+    rel = payload.get("relations", {}).get(ref)
+    if rel is not None:
+        tags.append(relation_text(rel))
+    else:  # reports written before relations were recorded
+        info = payload.get("sets", {}).get(ref) or set_info(payload.get("recipe", {})).get(ref, {})
+        if info.get("kind") == "synth":
+            tags.append("synthetic speech" + (f": {info['engine']}" if info.get("engine") else ""))
     return f"{ref} ({'; '.join(tags)})" if tags else ref
 
 

@@ -20,8 +20,10 @@ from speechtl.report import (
     ci_text,
     comparison_rows,
     diff_text,
+    interpolation_rows,
     pct,
     results_rows,
+    tradeoff_rows,
     verdict,
 )
 from speechtl.report_data import comparison, set_label, sets_of, systems_of
@@ -122,6 +124,19 @@ def _forgetting(payload: dict[str, Any]) -> str:
     return out
 
 
+def _interpolation(payload: dict[str, Any]) -> str:
+    header, rows = interpolation_rows(payload)
+    if not rows:
+        return '<p class="note">No weight interpolation ran (interpolate.enabled, Whisper route only).</p>'
+    t_header, t_rows = tradeoff_rows(payload)
+    alpha = payload["interpolation"]["alpha"]
+    return (f'<p>θ = (1 − α)·θ<sub>base</sub> + α·θ<sub>trained</sub>; α = {alpha:.2f} chosen by the lowest mean '
+            "dev WER. No test figure took part in the choice.</p>"
+            + _table(header, [[c.replace("**", "") for c in r] for r in rows], set(range(1, len(header) - 1)))
+            + "<p>The trade-off on the test sets (reported, not used to choose):</p>"
+            + _table(t_header, t_rows, set(range(2, len(t_header)))))
+
+
 def _hallucinations(payload: dict[str, Any]) -> str:
     rows, examples = [], []
     for ref in sets_of(payload):
@@ -207,6 +222,7 @@ def render_html(payload: dict[str, Any]) -> str:
         ("Results", _results(payload) + _figure(plots["wer"], "No WER to plot.")),
         ("Is the gain real?", _comparisons(payload)),
         ("Forgetting check", _forgetting(payload)),
+        ("Weight interpolation (WiSE-FT)", _interpolation(payload) + _figure(plots["tradeoff"], "")),
         ("Per speaker", _figure(plots["speakers"], "No per-speaker breakdown in the evaluations.")),
         ("Domain terms", _figure(plots["terms"], "No term list was scored (eval.terms).")),
         ("Training", _figure(plots["training"], "No training history (checkpoints/history.jsonl) in the payload.")),

@@ -15,7 +15,7 @@ from typing import Any
 from speechtl.report_data import sets_of, systems_of
 
 Plot = tuple[str, str]  # (title, base64 PNG)
-COLORS = {"baseline": "#8c8c8c", "baseline+prompt": "#e3a33b", "adapted": "#2a7ab8"}
+COLORS = {"baseline": "#8c8c8c", "baseline+prompt": "#e3a33b", "fine-tuned": "#7a5ab8", "adapted": "#2a7ab8"}
 FALLBACK_COLORS = ("#5aa05a", "#b84f4f", "#7a5ab8", "#4fb8b0")
 MAX_TERMS = 60  # terms drawn in the per-term plot
 
@@ -173,7 +173,39 @@ def training_curves(payload: dict[str, Any]) -> Plot | None:
     return "Training loss and dev WER", _png(fig)
 
 
+def tradeoff(payload: dict[str, Any]) -> Plot | None:
+    """WiSE-FT: dev WER per set against alpha (left); domain test WER against the forgetting check's (right)."""
+    choice = payload.get("interpolation")
+    if not choice:
+        return None
+    fig = _figure(9.5, 3.4)
+    ax_dev, ax_test = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    alphas = [c["alpha"] for c in choice["candidates"]]
+    for k, ref in enumerate(choice["dev_sets"]):
+        ax_dev.plot(alphas, [100 * c["dev_wer"][ref] for c in choice["candidates"]], marker="o", label=_text(ref),
+                    color=FALLBACK_COLORS[k % len(FALLBACK_COLORS)])
+    ax_dev.plot(alphas, [100 * c["mean_dev_wer"] for c in choice["candidates"]], marker="s", color="black",
+                linewidth=2, label="mean (chooses)")
+    ax_dev.axvline(choice["alpha"], color="#888", linestyle="--", linewidth=1)
+    ax_dev.set_xlabel("alpha (0 = base, 1 = trained)")
+    ax_dev.set_title("dev WER (%) per alpha", fontsize=10)
+    ax_dev.legend(fontsize=7)
+    ax_dev.grid(alpha=0.3)
+    primary, forgetting = payload.get("primary"), payload.get("forgetting")
+    for k, system in enumerate(("baseline", "fine-tuned", "adapted")):
+        sets = payload["evaluations"].get(system, {})
+        if primary in sets and forgetting in sets:
+            x, y = 100 * sets[forgetting]["wer"], 100 * sets[primary]["wer"]
+            ax_test.scatter([x], [y], color=_color(system, k), s=40, zorder=3)
+            ax_test.annotate(system, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax_test.set_xlabel(_text(f"{forgetting} WER (%)"))
+    ax_test.set_ylabel(_text(f"{primary} WER (%)"))
+    ax_test.set_title("test trade-off (lower left is better)", fontsize=10)
+    ax_test.grid(alpha=0.3)
+    return "Weight interpolation: dev choice and test trade-off", _png(fig)
+
+
 def all_plots(payload: dict[str, Any]) -> dict[str, Plot | None]:
     """Every plot of the report by key (None where the payload has no data for it)."""
     return {"wer": wer_per_system(payload), "speakers": wer_per_speaker(payload), "terms": term_recall(payload),
-            "training": training_curves(payload)}
+            "training": training_curves(payload), "tradeoff": tradeoff(payload)}

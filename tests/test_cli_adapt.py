@@ -55,14 +55,24 @@ def test_adapt_writes_the_whole_run(setup, capsys):
         assert (run / name).exists(), name
     report = json.loads((run / "report.json").read_text())
     assert report["recipe"]["train"]["max_steps"] == 4  # the override is in the resolved config
-    assert set(report["evaluations"]) == {"baseline", "adapted"}
+    # WiSE-FT: alpha chosen on the dev split only (no test set decoded under interpolate/); the kept model is
+    # what the adapted evaluation and the exports used
+    choice = report["interpolation"]
+    assert choice["dev_sets"] == ["corpus/dev"] and len(choice["candidates"]) == 5
+    assert {p.name for p in (run / "interpolate").glob("alpha-*/*")} == {"corpus_dev"}
+    assert report["adapted_dir"] == str(run / "checkpoints/interpolated") == choice["model_dir"]
+    assert report["evaluations"]["adapted"]["corpus/test"]["model"] == report["adapted_dir"]
+    systems = {"baseline", "adapted"} | ({"fine-tuned"} if choice["alpha"] < 1 else set())
+    assert set(report["evaluations"]) == systems
+    assert "## Weight interpolation (WiSE-FT): alpha chosen on dev" in (run / "report.md").read_text()
+    assert report["relations"]["corpus/test"]["speech"] == "real"
     base = report["evaluations"]["baseline"]["corpus/test"]
     assert base["num_utts"] == len(read_manifest(run / "data/corpus/test.jsonl"))
     assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
     train_texts = {u.text for u in read_manifest(run / "data/train.jsonl")}
     assert not train_texts & {u.text for u in read_manifest(run / "data/corpus/test.jsonl")}
     md = (run / "report.md").read_text()
-    assert "| corpus/test (primary) |" in md and "## Exports: parity with the PyTorch model" in md
+    assert "| corpus/test (primary; real speech, seen speaker" in md and "## Exports: parity with the PyTorch model" in md
     assert report["exports"]["ct2"]["parity"]["unpadded_wer"] >= 0 and "called as-is on unpadded audio" in md
     out = capsys.readouterr().out
     assert "eval baseline" in out and "export ct2" in out

@@ -22,6 +22,21 @@ purpose here, each with the evidence for it:
 - audio with no text, and the ``silence/`` files, are yielded so that they
   reach the quarantine with their reason.
 
+Other voices of the same prompts (``read(voice=...)``, a recipe's
+``options: {voice: es-co}``; :data:`VOICES`) take their texts from the same
+``core-sounds-es.txt`` by prompt id only. ``es-co`` is Debian's
+``asterisk-prompt-es-co`` (Colombian female speaker July E. Jiménez, recorded
+by Avatar Ltda in 2006, GPL-2, 285 GSM 8 kHz files): a held-out speaker. It
+conflicts with ``asterisk-core-sounds-es``, so ``scripts/system-deps.sh``
+extracts its .deb into the speechtl cache instead of installing it. Its file
+names are the core prompt ids (same case, same ``digits/`` folder): 268 of the
+285 map to a text (with the same ``ID_RENAMES``/``DUPLICATE_IDS``, e.g.
+``digits/10``); the 17 others (``digits/h-21``..``h-29``, ``dollar``,
+``percent``, ``transfer2``, ...) have no text and reach the quarantine as
+``missing_transcript``. Texts of prompts this speaker never recorded are not
+items. The recordings are older than the core texts, so an id may say other
+words than its text; that is checked later, with a model, not here.
+
 Digits in the texts are verbalized by the normalizer. Some prompts say more
 than their text (``Marque 1`` is spoken ``marque el número uno``); the corpus
 gives no better transcript, so those stay as they are: part of why the
@@ -32,8 +47,10 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from speechtl.manifest import RawItem
@@ -44,6 +61,7 @@ NAME = "asterisk"
 DEFAULT_ROOT = Path("/usr/share/asterisk/sounds/es_MX_f_Allison")
 DEFAULT_TEXTS = Path("/usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz")
 SPEAKER = "es_MX_f_Allison"
+TEXTS_SOURCE = "core-sounds-es.txt by prompt id"
 AUDIO_EXTENSIONS = (".g722", ".wav", ".gsm", ".ulaw", ".alaw", ".sln16")
 
 # Text ids that name no audio file, and the file they transcribe.
@@ -109,6 +127,52 @@ EXCLUDE = {
     "demo-moreinfo": ("unverifiable_reading", SPELLED.format(what="the web address 'www.asterisk.org'")),
 }
 
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One recorded voice of the Asterisk prompts."""
+
+    speaker: str  # RawItem.speaker of every item
+    package: str  # the Debian package holding the audio (for error messages)
+    system_root: Path | None = None  # where apt installs the audio, or None
+    cache_subdir: str | None = None  # else: the audio folder under speechtl_cache(), as system-deps.sh extracts it
+    core: bool = False  # the voice the texts were written for: every text is an item, audio or not
+
+
+VOICES = {
+    SPEAKER: Voice(speaker=SPEAKER, package="asterisk-core-sounds-es-g722", system_root=DEFAULT_ROOT, core=True),
+    "es-co": Voice(
+        speaker="es_CO_f_July",
+        package="asterisk-prompt-es-co",
+        cache_subdir="debian/asterisk-prompt-es-co/usr/share/asterisk/sounds/es",
+    ),
+}
+DEFAULT_VOICE = SPEAKER
+
+
+def speechtl_cache() -> Path:
+    """``$SPEECHTL_CACHE``, else ``$XDG_CACHE_HOME/speechtl``, else ``~/.cache/speechtl`` (as system-deps.sh)."""
+    if os.environ.get("SPEECHTL_CACHE"):
+        return Path(os.environ["SPEECHTL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "speechtl"
+
+
+def _voice(voice: str) -> Voice:
+    if voice not in VOICES:
+        raise ValueError(f"asterisk: unknown voice {voice!r}; known voices: {', '.join(VOICES)}")
+    return VOICES[voice]
+
+
+def default_root(voice: str = DEFAULT_VOICE) -> Path:
+    """The audio folder of ``voice`` (a key of :data:`VOICES`), resolved now (the cache may move)."""
+    spec = _voice(voice)
+    if spec.system_root is not None:
+        return spec.system_root
+    assert spec.cache_subdir is not None
+    return speechtl_cache() / spec.cache_subdir
+
+
 _WORD = re.compile(r"[^\W\d_]+")
 
 
@@ -165,9 +229,36 @@ def detect(root: Path) -> bool:
     return (root / "digits").is_dir() and any(root.glob("vm-*.*")) and any(root.glob("conf-*.*"))
 
 
-def read(root: Path = DEFAULT_ROOT, texts: Path | str | None = None, **_: object) -> Iterator[RawItem]:
-    """Yield every prompt: those with audio and text, and those missing either."""
-    root = Path(root)
+def _check_root(root: Path, voice: str, spec: Voice) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"asterisk: the audio folder {root} of voice {voice!r} is missing: it comes from the Debian package "
+            f"{spec.package}; run `make setup` (scripts/system-deps.sh) to get it, or pass root=PATH"
+        )
+    for name, other in VOICES.items():
+        if other is not spec and other.system_root is not None and root == other.system_root:
+            raise ValueError(
+                f"asterisk: root {root} holds voice {name!r}, not {voice!r}; pass root=None "
+                f"(or asterisk.default_root({voice!r})) to read voice {voice!r}"
+            )
+
+
+def read(
+    root: Path | str | None = None,
+    texts: Path | str | None = None,
+    voice: str = DEFAULT_VOICE,
+    **_: object,
+) -> Iterator[RawItem]:
+    """Yield the prompts of ``voice`` (a key of :data:`VOICES`) found in ``root``.
+
+    ``root=None`` is the voice's :func:`default_root`. For the core voice every
+    text is an item, with its audio or without; for another voice only the texts
+    with audio of that voice are items. Audio with no text is always an item
+    (``transcript_missing``), to reach the quarantine.
+    """
+    spec = _voice(voice)
+    root = Path(root) if root is not None else default_root(voice)
+    _check_root(root, voice, spec)
     texts_path = Path(texts) if texts is not None else DEFAULT_TEXTS
     if not texts_path.is_file():
         raise FileNotFoundError(
@@ -175,7 +266,9 @@ def read(root: Path = DEFAULT_ROOT, texts: Path | str | None = None, **_: object
             "(or pass texts=PATH)"
         )
     audio = _audio_files(root)
+    voice_extra = {} if spec.core else {"voice": voice, "texts_source": TEXTS_SOURCE}
     seen: dict[str, int] = {}
+    unrecorded = 0
     for line_no, raw_id, raw_text in _read_texts(texts_path):
         prompt_id = ID_RENAMES.get(raw_id, raw_id)
         if prompt_id in seen:
@@ -186,7 +279,10 @@ def read(root: Path = DEFAULT_ROOT, texts: Path | str | None = None, **_: object
                 raise CorpusError(f"{texts_path}:{line_no}: id {raw_id!r} repeats line {seen[prompt_id]}")
             prompt_id = renamed
         seen[prompt_id] = line_no
-        extra = {"raw_text": raw_text, "raw_id": raw_id, "texts_line": line_no}
+        if not spec.core and prompt_id not in audio:
+            unrecorded += 1  # a prompt this speaker never recorded: not an item
+            continue
+        extra = {"raw_text": raw_text, "raw_id": raw_id, "texts_line": line_no, **voice_extra}
         if prompt_id in EXCLUDE:
             reason, detail = EXCLUDE[prompt_id]
             extra["reject"] = {"field": "text", "reason": reason, "detail": detail}
@@ -195,12 +291,14 @@ def read(root: Path = DEFAULT_ROOT, texts: Path | str | None = None, **_: object
         yield RawItem(
             id=prompt_id,
             text=restore(raw_text),
-            speaker=SPEAKER,
+            speaker=spec.speaker,
             audio_path=audio.pop(prompt_id, None),
             extra=extra,
         )
+    if unrecorded:
+        log.info("asterisk: voice %r has no audio for %d of the texts of %s", voice, unrecorded, texts_path)
     for prompt_id, path in audio.items():  # audio the texts never mention
-        extra: dict[str, object] = {"transcript_missing": True}
+        extra: dict[str, object] = {"transcript_missing": True, **voice_extra}
         if prompt_id.startswith("silence/"):
             extra["reject"] = {"field": "audio", "reason": "non_speech", "detail": "a silence prompt"}
-        yield RawItem(id=prompt_id, text="", speaker=SPEAKER, audio_path=path, extra=extra)
+        yield RawItem(id=prompt_id, text="", speaker=spec.speaker, audio_path=path, extra=extra)
