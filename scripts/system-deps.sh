@@ -28,7 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 esco_pkg=asterisk-prompt-es-co
-esco="${SPEECHTL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/speechtl}/debian/$esco_pkg"
+esco="${SPEECHTL_CACHE:-$HOME/.cache/speechtl}/debian/$esco_pkg"
 
 # Download the .deb into a temporary folder and extract it next to $esco, then rename it into
 # place: a folder at $esco is always complete. Runs in a subshell (its own traps); no root needed

@@ -128,6 +128,9 @@ class ExportConfig:
     ct2_quantization: str = "float16"  # CTranslate2 weight type: float16, int8, int8_float16, float32
     ct2_compute_type: str = "int8"  # CTranslate2 runtime type of the parity check (what a CPU service runs)
     parity_margin_points: float = 1.0  # an export whose test WER is worse by more WER points fails
+    hf_check_utts: int | None = 8  # hf: byte-identical weight files + this many utterances through from_pretrained
+    # (the export is a copy of the evaluated weights); null = decode the whole primary test set again
+    check_unpadded: bool = True  # ct2: also decode unpadded audio (as Pipecat's WhisperSTTService calls it)
 
     def __post_init__(self) -> None:
         for fmt in self.formats:

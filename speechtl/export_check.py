@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from speechtl.manifest import atomic_write_text
+from speechtl.manifest import atomic_write_text, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +50,54 @@ def _run_paths(source: Path) -> dict[str, Any] | None:
             "primary": primary, "payload": payload}
 
 
+def weight_files_identical(model_dir: Path, export_dir: Path) -> bool:
+    """Whether the export holds byte-identical copies of every weight file of ``model_dir`` (sha256)."""
+    import hashlib
+
+    names = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    if not names or names != sorted(p.name for p in export_dir.glob("*.safetensors")):
+        return False
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    return all(digest(model_dir / n) == digest(export_dir / n) for n in names)
+
+
 def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,
-           reference: dict[str, Any] | None, margin_points: float) -> dict[str, Any]:
-    """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode)."""
+           reference: dict[str, Any] | None, margin_points: float, hf_check_utts: int | None = None,
+           check_unpadded: bool = True) -> dict[str, Any]:
+    """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode).
+
+    An ``hf`` export is a copy of the weights: with ``hf_check_utts``, the check is that every weight file is
+    byte-identical, plus a decode of the first ``hf_check_utts`` utterances through ``from_pretrained`` (the
+    transformers pipeline) against the PyTorch model on the same utterances.
+    """
     from speechtl.evaluate import evaluate_manifest
     from speechtl.export_runtimes import runtime_transcriber, torch_transcriber
 
+    utts: Path | list = manifest
+    identical = None
+    if fmt == "hf" and hf_check_utts:
+        identical = weight_files_identical(model_dir, export_dir)
+        utts, reference = read_manifest(manifest)[:hf_check_utts], None
     runtime = runtime_transcriber(export_dir, fmt, lang=lang, compute_type=compute_type)
-    exported = evaluate_manifest(runtime, manifest, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
+    exported = evaluate_manifest(runtime, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
     if reference is None:
-        reference = evaluate_manifest(torch_transcriber(model_dir, lang), manifest, export_dir / "parity" / "torch",
+        reference = evaluate_manifest(torch_transcriber(model_dir, lang), utts, export_dir / "parity" / "torch",
                                       lang=lang, model_name=str(model_dir))
     diff = 100 * (exported["wer"] - reference["wer"])
     result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],
               "torch_wer": reference["wer"], "export_wer": exported["wer"], "diff_points": round(diff, 3),
-              "margin_points": margin_points, "passed": diff <= margin_points,
+              "margin_points": margin_points, "passed": diff <= margin_points and identical is not False,
+              "weight_files_identical": identical,
               "torch_rtf": reference.get("rtf"), "export_rtf": exported.get("rtf"),
               "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
-    if fmt == "ct2":  # also as a caller of faster-whisper gets it without speechtl's padding (Pipecat's service)
+    if fmt == "ct2" and check_unpadded:  # also as a caller of faster-whisper gets it unpadded (Pipecat's service)
         runtime.pad = False
         as_is = evaluate_manifest(runtime, manifest, export_dir / "parity" / "unpadded", lang=lang,
                                   model_name=f"{fmt} export, unpadded")
@@ -80,6 +110,8 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     atomic_write_text(export_dir / "parity.json", json.dumps(result, indent=2) + "\n")
     log.info("parity %s: WER %.2f%% (export) vs %.2f%% (PyTorch), %+.2f points (margin %.2f)", fmt,
              100 * exported["wer"], 100 * reference["wer"], diff, margin_points)
+    if identical is False:
+        raise ExportParityError(f"export hf at {export_dir}: its weight files differ from {model_dir}", result)
     if not result["passed"]:
         raise ExportParityError(f"export {fmt} at {export_dir}: WER {exported['wer']:.2%} is {diff:+.2f} points "
                                 f"from the PyTorch model's {reference['wer']:.2%} on {manifest} (margin "
@@ -101,7 +133,8 @@ def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantizatio
 
 def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quantization: str | None = None,
            compute_type: str | None = None, manifest: Path | str | None = None, lang: str | None = None,
-           margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+           margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None,
+           hf_check_utts: int | None = None, check_unpadded: bool = True) -> dict[str, Any]:
     """Export a run (``runs/<name>``: its best checkpoint to ``runs/<name>/export/<fmt>``) or a model directory
     (``out`` required); check parity on the run's primary test manifest (or ``manifest``) and write the card.
 
@@ -133,6 +166,6 @@ def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quant
                 reference = None
         result = parity(model_dir, out, fmt, Path(manifest), lang=lang,
                         compute_type=(compute_type or "int8") if fmt == "ct2" else None, reference=reference,
-                        margin_points=margin_points)
+                        margin_points=margin_points, hf_check_utts=hf_check_utts, check_unpadded=check_unpadded)
     write_card(out, fmt, payload=payload, parity=result, quantization=quantization, lang=lang)
     return result

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24000
@@ -89,11 +91,6 @@ def package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def cache_dir() -> Path:
-    """``$SPEECHTL_CACHE`` or ``~/.cache/speechtl``."""
-    return Path(os.environ.get("SPEECHTL_CACHE") or Path.home() / ".cache" / "speechtl")
-
-
 def model_path() -> Path:
     """Join the four part packages into the cached ONNX file (once, atomically) and return its path.
 
@@ -105,7 +102,7 @@ def model_path() -> Path:
         if not part.is_file():
             raise KokoroError(f"kokoro: {part} is missing; reinstall with {INSTALL_HINT}")
     expected_size = sum(p.stat().st_size for p in parts)
-    out = cache_dir() / "kokoro" / MODEL_FILE
+    out = cache_root() / "kokoro" / MODEL_FILE
     if out.is_file() and out.stat().st_size == expected_size:
         return out
     if out.exists():

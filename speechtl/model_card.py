@@ -105,6 +105,8 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
                   + f". Parity on `{parity['manifest']}` ({parity['num_utts']} utterances): WER "
                   f"{_pct(parity['export_wer'])} exported vs {_pct(parity['torch_wer'])} PyTorch "
                   f"({parity['diff_points']:+.2f} points; margin {parity['margin_points']})."]
+        if parity.get("weight_files_identical"):
+            lines[-1] += " The weight files are byte-identical to those of the evaluated model."
         if parity.get("unpadded_wer") is not None:
             lines[-1] += (f" That is faster-whisper on audio padded to 30-s windows; on unpadded audio (faster-whisper "
                           f"called as-is) WER is {_pct(parity['unpadded_wer'])} "

@@ -584,7 +584,8 @@ def _export_all(recipe: RecipeConfig, run_dir: Path, route: str, model_dir: Path
             check = export(model_dir, fmt, out=out, lang=recipe.lang, manifest=test_manifest, payload=payload,
                            quantization=recipe.export.ct2_quantization if fmt == "ct2" else None,
                            compute_type=recipe.export.ct2_compute_type,
-                           margin_points=recipe.export.parity_margin_points)
+                           margin_points=recipe.export.parity_margin_points,
+                           hf_check_utts=recipe.export.hf_check_utts, check_unpadded=recipe.export.check_unpadded)
         except ExportParityError as exc:  # the other formats and the report still get written
             check = exc.result
             exports[fmt]["error"] = str(exc)

@@ -233,6 +233,10 @@ def _exports(payload: dict[str, Any]) -> list[str]:
         rows.append([runtime, f"`{e['path']}`", pct(p["export_wer"], 2), pct(p["torch_wer"], 2),
                      f"{p['diff_points']:+.2f}", ("passed" if p["passed"] else "**FAILED**")
                      + f" (margin {p['margin_points']})"])
+        if p.get("weight_files_identical") is not None:
+            notes += ["", f"{fmt}: the weight files are byte-identical to the evaluated model's "
+                      f"({'yes' if p['weight_files_identical'] else '**no**'}); its WERs are on the first "
+                      f"{p['num_utts']} utterances, decoded through `from_pretrained` and the transformers pipeline."]
         if p.get("unpadded_wer") is not None:
             notes += ["", f"{fmt}: faster-whisper gets audio padded to 30-s windows (as `speechtl serve` does); "
                       f"called as-is on unpadded audio it gives WER {pct(p['unpadded_wer'], 2)} "

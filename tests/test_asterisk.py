@@ -122,11 +122,11 @@ def _fake_esco(tmp_path, monkeypatch):
 
 def test_default_root_follows_the_cache_env(tmp_path, monkeypatch):
     monkeypatch.delenv("SPEECHTL_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    sub = "speechtl/debian/asterisk-prompt-es-co/usr/share/asterisk/sounds/es"
-    assert asterisk.default_root("es-co") == tmp_path / "xdg" / sub
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    sub = "debian/asterisk-prompt-es-co/usr/share/asterisk/sounds/es"
+    assert asterisk.default_root("es-co") == tmp_path / "home" / ".cache" / "speechtl" / sub
     monkeypatch.setenv("SPEECHTL_CACHE", str(tmp_path / "c"))
-    assert asterisk.default_root("es-co") == tmp_path / "c" / sub.split("/", 1)[1]
+    assert asterisk.default_root("es-co") == tmp_path / "c" / sub
     assert asterisk.default_root() == asterisk.default_root("es_MX_f_Allison") == asterisk.DEFAULT_ROOT
     with pytest.raises(ValueError, match="unknown voice 'xx'.*es-co"):
         asterisk.default_root("xx")

