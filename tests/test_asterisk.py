@@ -157,6 +157,7 @@ def test_esco_maps_audio_to_texts_by_id(tmp_path, monkeypatch, prompt_id, file, 
     assert item.extra["voice"] == "es-co"
     assert item.extra["texts_source"] == "core-sounds-es.txt by prompt id"
     assert item.extra.get("transcript_missing", False) == (text == "")
+    assert item.extra.get("wording_fixed_by_id", False) == (prompt_id in ("digits/0", "digits/10"))
 
 
 def test_esco_yields_only_recorded_prompts(tmp_path, monkeypatch):

@@ -34,8 +34,11 @@ names are the core prompt ids (same case, same ``digits/`` folder): 268 of the
 ``digits/10``); the 17 others (``digits/h-21``..``h-29``, ``dollar``,
 ``percent``, ``transfer2``, ...) have no text and reach the quarantine as
 ``missing_transcript``. Texts of prompts this speaker never recorded are not
-items. The recordings are older than the core texts, so an id may say other
-words than its text; that is checked later, with a model, not here.
+items. The recordings are older than the core texts and worded by another
+script ("presione uno" for "marque uno"), so an id may say other words than its
+text; that is checked later, with a model (``verify_transcripts``), not here.
+Cardinal numbers, months and weekdays (:data:`FIXED_WORDING`) are worded by
+their id in any voice and are marked ``wording_fixed_by_id``.
 
 Digits in the texts are verbalized by the normalizer. Some prompts say more
 than their text (``Marque 1`` is spoken ``marque el número uno``); the corpus
@@ -166,6 +169,11 @@ def default_root(voice: str = DEFAULT_VOICE) -> Path:
     return cache_root() / spec.cache_subdir
 
 
+# Prompts whose words the id dictates in any voice (a cardinal number, a month, a weekday), unlike the
+# prompts each voice's script words its own way ("marque uno" / "presione uno"): a transcript check that
+# disagrees on these heard the recording badly, it did not find another text.
+FIXED_WORDING = re.compile(r"^digits/(\d+|mon-\d+|day-\d+)$")
+
 _WORD = re.compile(r"[^\W\d_]+")
 
 
@@ -276,6 +284,8 @@ def read(
             unrecorded += 1  # a prompt this speaker never recorded: not an item
             continue
         extra = {"raw_text": raw_text, "raw_id": raw_id, "texts_line": line_no, **voice_extra}
+        if voice_extra and FIXED_WORDING.match(prompt_id):
+            extra["wording_fixed_by_id"] = True
         if prompt_id in EXCLUDE:
             reason, detail = EXCLUDE[prompt_id]
             extra["reject"] = {"field": "text", "reason": reason, "detail": detail}
