@@ -39,8 +39,12 @@ _COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verif
 
 def _fingerprint(source: SourceConfig, lang: str, held_out: dict[str, str] | None) -> str:
     fields = {k: v for k, v in asdict(source).items() if k not in _COMBINE_FIELDS}
-    payload = json.dumps({"source": fields, "lang": lang, "v": DATA_VERSION, "held_out": held_out},
-                         sort_keys=True, default=str)
+    if fields["sentences_from"] is None:  # fields added later stay out while unset: earlier preparations stay valid
+        del fields["sentences_from"]
+    key: dict[str, Any] = {"source": fields, "lang": lang, "v": DATA_VERSION}
+    if held_out is not None:
+        key["held_out"] = held_out
+    payload = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
