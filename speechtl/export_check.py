@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from speechtl.fsio import file_sha256
 from speechtl.manifest import atomic_write_text, read_manifest
 
 log = logging.getLogger(__name__)
@@ -52,20 +53,10 @@ def _run_paths(source: Path) -> dict[str, Any] | None:
 
 def weight_files_identical(model_dir: Path, export_dir: Path) -> bool:
     """Whether the export holds byte-identical copies of every weight file of ``model_dir`` (sha256)."""
-    import hashlib
-
     names = sorted(p.name for p in model_dir.glob("*.safetensors"))
     if not names or names != sorted(p.name for p in export_dir.glob("*.safetensors")):
         return False
-
-    def digest(path: Path) -> str:
-        h = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-
-    return all(digest(model_dir / n) == digest(export_dir / n) for n in names)
+    return all(file_sha256(model_dir / n) == file_sha256(export_dir / n) for n in names)
 
 
 def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from speechtl.cache import cache_root
+from speechtl.fsio import file_sha256
 from speechtl.models import bundled
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,6 @@ def _cache_key(ct2_dir: Path) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(16 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_ct2(ct2_dir: Path | str, *, name: str, source: str, cache_name: str | None = None) -> ResolvedModel:
     """The cached, verified transformers import of CTranslate2 dir ``ct2_dir`` (made on first use).
 
@@ -148,7 +141,7 @@ def import_ct2(ct2_dir: Path | str, *, name: str, source: str, cache_name: str |
             "name": name,
             "source": source,
             "ct2_dir": str(ct2_dir.resolve()),
-            "model_bin_sha256": _sha256(ct2_dir / "model.bin"),
+            "model_bin_sha256": file_sha256(ct2_dir / "model.bin"),
             "binary_version": spec.version,
             "spec": spec.spec_name,
             "spec_revision": spec.revision,
