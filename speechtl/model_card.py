@@ -87,7 +87,8 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
         lines += [f"Adapted by speechtl from `{model.get('name')}` ({model.get('source')}): route "
                   f"`{train.get('route', 'seq2seq')}`, strategy `{train.get('strategy')}`, {train.get('steps')} "
                   f"steps, {train.get('trainable_params') or 0:,} of {train.get('total_params') or 0:,} parameters "
-                  f"trained, best dev WER {_pct(train.get('best_dev_wer'))}.", "",
+                  f"trained, best dev WER {_pct(train.get('best_dev_wer'))}."
+                  + _interpolation_text(payload.get("interpolation")), "",
                   "## Results", "",
                   f"Held-out test sets, scored with `{payload['normalizer']['name']}` for every system "
                   "(95% bootstrap interval over utterances).", "",
@@ -117,6 +118,13 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
               "- Synthetic (TTS) test sets measure the model on synthesized voices, not on people.",
               "- See `report.md` of the run for per-speaker, per-term and error-type results."]
     return "\n".join(lines) + "\n"
+
+
+def _interpolation_text(choice: dict[str, Any] | None) -> str:
+    if not choice:
+        return ""
+    return (f" These weights are (1 − α)·base + α·trained with α = {choice['alpha']:.2f} (WiSE-FT), chosen by the "
+            f"mean dev WER over {', '.join(choice['dev_sets'])}.")
 
 
 def write_card(out: Path, fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any] | None,

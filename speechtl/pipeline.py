@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from speechtl import pipeline_heldout as heldout
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
 from speechtl.manifest import atomic_write_text, read_manifest, sentence_key, write_jsonl
 
@@ -48,20 +49,6 @@ def _fingerprint(source: SourceConfig, lang: str, held_out: dict[str, str] | Non
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _held_out_sentences(source: SourceConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, str] | None:
-    """For ``sentences_from``: text -> "dev" or "test", the held-out sentences of the named source."""
-    if source.sentences_from is None:
-        return None
-    out: dict[str, str] = {}
-    for split_name in ("dev", "test"):
-        for utt in read_manifest(prepared[source.sentences_from][split_name]):
-            out.setdefault(utt.text, split_name)
-    if not out:
-        raise ConfigError(f"data.sources.{source.name}.sentences_from: source {source.sentences_from!r} holds no "
-                          "dev or test sentence")
-    return out
-
-
 def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify,
                    prepared: dict[str, dict[str, Path]] | None = None) -> dict[str, Path]:
     """Prepare and split one source into ``out_dir``; reuse it when the config is unchanged.
@@ -70,7 +57,7 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
     """
     from speechtl.prepare import PrepareConfig, prepare, write_splits
 
-    held_out = _held_out_sentences(source, prepared or {})
+    held_out = heldout.held_out_sentences(source, prepared or {})
     fingerprint = _fingerprint(source, recipe.lang, held_out)
     stamp = out_dir / "source.json"
     splits = {name: out_dir / f"{name}.jsonl" for name in ("train", "dev", "test")}
@@ -90,7 +77,7 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
     config = PrepareConfig(lang=recipe.lang, max_reject_share=source.max_reject_share, num_workers=recipe.num_workers)
     result = prepare(items, out_dir, config, extra_summary={"source": source.name, "kind": source.kind})
     if held_out is not None:  # the splits of the source the sentences come from
-        split_summary = _write_splits_like(result.utterances, held_out, out_dir)
+        split_summary = heldout.write_splits_like(result.utterances, held_out, out_dir)
     else:
         split_summary = write_splits(result.utterances, out_dir, source.split)
     s = result.summary
@@ -104,20 +91,6 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
         json.dumps({"fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1)}) + "\n",
     )
     return splits
-
-
-def _write_splits_like(utterances: list, held_out: dict[str, str], out_dir: Path) -> dict[str, Any]:
-    """dev/test by the split each sentence has in its origin source; no train split."""
-    from speechtl.manifest import summarize
-
-    parts: dict[str, list] = {"train": [], "dev": [], "test": []}
-    for utt in utterances:
-        parts[held_out[utt.extra["raw_text"]]].append(utt)
-    for name, utts in parts.items():
-        write_jsonl(out_dir / f"{name}.jsonl", utts)
-    summary = {name: summarize(utts) for name, utts in parts.items()}
-    atomic_write_text(out_dir / "splits.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
-    return summary
 
 
 def _corpus_items(source: SourceConfig) -> list:
@@ -211,39 +184,6 @@ def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_n
     return out
 
 
-def _check_disjoint(train: Path, tests: dict[str, Path]) -> None:
-    """Never train on what we test on: no test sentence may appear in the training manifest."""
-    train_keys = {sentence_key(u.text) for u in read_manifest(train)}
-    for name, path in tests.items():
-        shared = {sentence_key(u.text) for u in read_manifest(path)} & train_keys
-        if shared:
-            example = sorted(shared)[0]
-            raise ConfigError(f"{len(shared)} sentence(s) of test set {name} are in the training data, "
-                              f"e.g. {example!r}")
-
-
-def _drop_train_sentences(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], train: Path,
-                          notify: Notify) -> None:
-    """Point the dev/test splits of each ``drop_train_sentences`` source at a copy without training sentences."""
-    train_keys = {sentence_key(u.text) for u in read_manifest(train)}
-    for source in recipe.sources:
-        if not source.drop_train_sentences:
-            continue
-        for split_name in ("dev", "test"):
-            if split_name not in source.use:
-                continue
-            path = prepared[source.name][split_name]
-            utts = read_manifest(path)
-            kept = [u for u in utts if sentence_key(u.text) not in train_keys]
-            out = path.with_name(f"{split_name}.heldout.jsonl")
-            write_jsonl(out, kept)
-            prepared[source.name][split_name] = out
-            notify(f"data {source.name}/{split_name}: {len(kept)} of {len(utts)} utterances say no training "
-                   f"sentence and remain -> {out}")
-            if not kept:
-                raise ConfigError(f"data.sources.{source.name}: every {split_name} sentence is in the training data")
-
-
 def _dev_sets(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]]) -> dict[str, Path]:
     """``<source>/dev`` -> manifest, for every source whose dev split the run uses (what alpha is chosen on)."""
     return {f"{s.name}/dev": prepared[s.name]["dev"] for s in recipe.sources if "dev" in s.use}
@@ -332,10 +272,10 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
         for s in recipe.sources:
             prepared[s.name] = prepare_source(s, recipe, run_dir / "data" / s.name, notify, prepared)
         train_manifest = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl")
-        _drop_train_sentences(recipe, prepared, train_manifest, notify)
+        heldout.drop_train_sentences(recipe, prepared, train_manifest, notify)
         dev_manifest = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
         sets = _eval_sets(recipe, prepared)
-        _check_disjoint(train_manifest, {**sets, **_dev_sets(recipe, prepared)})
+        heldout.check_disjoint(train_manifest, {**sets, **_dev_sets(recipe, prepared)})
     timings["data_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -398,7 +338,7 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
                f"({baseline.precision}) -> {baseline.root}")
     timings["encoder_cache_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    replays = _verify_transcripts(recipe, baseline, sets, run_dir, notify)
+    replays = heldout.verify_sources(recipe, baseline, sets, run_dir, notify)
     evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify,
                                             replays)
     if recipe.eval.prompt_with_terms and recipe.eval.terms:
@@ -412,40 +352,6 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
             baseline, "baseline+prompt", primary, run_dir, recipe, recipe.model, prompt, notify
         )
     timings["baseline_eval_s"] = time.perf_counter() - t
-
-
-def _verify_transcripts(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], run_dir: Path,
-                        notify: Notify) -> dict[str, Any]:
-    """Quarantine the utterances of ``verify_transcripts`` sources whose recording does not say their text.
-
-    The unadapted model decodes the set once; ``sets`` then points at the kept utterances, and the returned
-    replays hand the baseline evaluation the same hypotheses.
-    """
-    from speechtl.evaluate import evaluate_manifest
-    from speechtl.report_data import read_rows
-    from speechtl.scoring import scoring_normalizer
-    from speechtl.verify import ReplayTranscriber, verify_transcripts
-
-    replays = {}
-    for ref, path in list(sets.items()):
-        source_name, _, split_name = ref.partition("/")
-        max_cer = recipe.source(source_name).verify_transcripts
-        if max_cer is None:
-            continue
-        out_dir = path.parent / f"verify-{split_name}"
-        evaluate_manifest(baseline, path, out_dir, lang=recipe.lang, normalizer=scoring_normalizer(recipe.lang),
-                          batch_size=recipe.eval.batch_size, model_name=recipe.model)
-        rows = read_rows(out_dir / "hypotheses.jsonl")
-        kept, rejected = verify_transcripts(read_manifest(path), rows, max_cer, witness=f"unadapted {recipe.model}")
-        sets[ref] = path.with_name(f"{split_name}.verified.jsonl")
-        write_jsonl(sets[ref], kept)
-        write_jsonl(path.with_name(f"{split_name}.mismatch.jsonl"), rejected)
-        replays[ref] = ReplayTranscriber(rows, name=f"{recipe.model} (hypotheses of the transcript check)")
-        notify(f"data {ref}: {len(kept)} utterances kept, {len(rejected)} quarantined as transcript_mismatch "
-               f"(CER of the unadapted model over {max_cer}) -> {path.with_name(f'{split_name}.mismatch.jsonl')}")
-        if not kept:
-            raise ConfigError(f"data.sources.{source_name}.verify_transcripts: no {split_name} utterance passed")
-    return replays
 
 
 def _evaluate_ctc(recipe: RecipeConfig, run_dir: Path, manifests: tuple[Path, Path], sets: dict[str, Path],
@@ -506,7 +412,7 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
         "decoding": decoding,
         "interpolation": interpolation,
         "adapted_dir": str(adapted_dir),
-        "relations": _relations(manifests[0], sets),
+        "relations": heldout.relations(manifests[0], sets),
     }
     # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
     payload = enrich(payload, run_dir, seed=recipe.seed)
@@ -563,13 +469,6 @@ def _interpolate(recipe: RecipeConfig, model: Any, run_dir: Path, result: Any, d
         evaluations["fine-tuned"] = _evaluate_all(transcriber, "fine-tuned", tradeoff, run_dir, recipe,
                                                   str(result.best_dir), None, notify)
     return choice
-
-
-def _relations(train: Path, sets: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    from speechtl.report_data import relation
-
-    train_utts = read_manifest(train)
-    return {ref: relation(train_utts, read_manifest(path)) for ref, path in sets.items()}
 
 
 def _export_all(recipe: RecipeConfig, run_dir: Path, route: str, model_dir: Path, test_manifest: Path,

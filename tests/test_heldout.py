@@ -83,36 +83,36 @@ def test_an_evaluation_only_corpus_is_all_test():
 
 
 def test_drop_train_sentences_keeps_only_sentences_training_never_saw(tmp_path):
-    from speechtl.pipeline import _drop_train_sentences
+    from speechtl.pipeline_heldout import drop_train_sentences
 
     recipe = _recipe(kind="corpus", drop_train_sentences=True, use=["test"])
     write_jsonl(tmp_path / "train.jsonl", [_utt("t1", "marque uno", "allison"), _utt("t2", "adiós", "allison")])
     write_jsonl(tmp_path / "test.jsonl", [_utt("e1", "Marque uno.", "july"), _utt("e2", "buzón", "july")])
     prepared = {"a": {}, "b": {"test": tmp_path / "test.jsonl"}}
     said = []
-    _drop_train_sentences(recipe, prepared, tmp_path / "train.jsonl", said.append)
+    drop_train_sentences(recipe, prepared, tmp_path / "train.jsonl", said.append)
     assert prepared["b"]["test"] == tmp_path / "test.heldout.jsonl"
     assert [u.id for u in read_manifest(prepared["b"]["test"])] == ["e2"]  # case and punctuation aside
     assert "1 of 2 utterances" in said[0]
     write_jsonl(tmp_path / "test.jsonl", [_utt("e1", "adiós", "july")])
     prepared["b"]["test"] = tmp_path / "test.jsonl"
     with pytest.raises(ConfigError, match="every test sentence"):
-        _drop_train_sentences(recipe, prepared, tmp_path / "train.jsonl", said.append)
+        drop_train_sentences(recipe, prepared, tmp_path / "train.jsonl", said.append)
 
 
 def test_sentences_from_speaks_the_origin_dev_and_test_sentences_and_keeps_their_splits(tmp_path):
-    from speechtl.pipeline import _held_out_sentences, _write_splits_like
+    from speechtl.pipeline_heldout import held_out_sentences, write_splits_like
 
     write_jsonl(tmp_path / "dev.jsonl", [_utt("d1", "uno dos"), _utt("d2", "uno dos", "s2")])
     write_jsonl(tmp_path / "test.jsonl", [_utt("e1", "tres cuatro")])
     source = SourceConfig(name="x", kind="synth", engine="espeak", sentences_from="a", use=("dev", "test"))
-    held_out = _held_out_sentences(source, {"a": {"dev": tmp_path / "dev.jsonl", "test": tmp_path / "test.jsonl"}})
+    held_out = held_out_sentences(source, {"a": {"dev": tmp_path / "dev.jsonl", "test": tmp_path / "test.jsonl"}})
     assert held_out == {"uno dos": "dev", "tres cuatro": "test"}
     spoken = [_utt("v1_dev-0000", "uno dos", "v1", raw_text="uno dos", engine="espeak"),
               _utt("v2_test-0001", "tres cuatro", "v2", raw_text="tres cuatro", engine="espeak")]
     out = tmp_path / "x"
     out.mkdir()
-    summary = _write_splits_like(spoken, held_out, out)
+    summary = write_splits_like(spoken, held_out, out)
     assert [u.id for u in read_manifest(out / "dev.jsonl")] == ["v1_dev-0000"]
     assert [u.id for u in read_manifest(out / "test.jsonl")] == ["v2_test-0001"]
     assert read_manifest(out / "train.jsonl") == [] and summary["test"]["utterances"] == 1
