@@ -81,7 +81,7 @@ def test_wav2vec2_checkpoint_takes_the_ctc_route(setup, capsys):
     train_words = {w for u in read_manifest(run / "data/train.jsonl") for w in sentence_key(u.text).split()}
     held_out_only = {w for k in held_out for w in k.split()} - train_words - {"gracias", "por", "todo"}
     assert not held_out_only & arpa_words  # words only the held-out sentences have never reach the LM
-    assert "| corpus/test (primary) |" in (run / "report.md").read_text()
+    assert "| corpus/test (primary; real speech, seen speaker" in (run / "report.md").read_text()
 
     # the exported model transcribes through the CLI
     wav = next((setup["root"] / "corpus" / "spk0").glob("*.wav"))
