@@ -6,7 +6,7 @@ import json
 import pytest
 
 from speechtl.config import ConfigError, SourceConfig, recipe_from_dict
-from speechtl.manifest import SplitConfig, Utterance, read_manifest, read_quarantine, write_jsonl
+from speechtl.manifest import SplitConfig, Utterance, read_manifest, write_jsonl
 from speechtl.report_data import relation, relation_text
 from speechtl.verify import ReplayTranscriber, verify_transcripts
 
@@ -117,4 +117,3 @@ def test_sentences_from_speaks_the_origin_dev_and_test_sentences_and_keeps_their
     assert [u.id for u in read_manifest(out / "test.jsonl")] == ["v2_test-0001"]
     assert read_manifest(out / "train.jsonl") == [] and summary["test"]["utterances"] == 1
     assert json.loads((out / "splits.json").read_text())["dev"]["utterances"] == 1
-    assert read_quarantine(out / "train.jsonl") == []
