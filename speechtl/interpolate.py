@@ -84,7 +84,7 @@ class Interpolator:
         self.adapted = {k: v.detach().clone() for k, v in self.asr.model.state_dict().items()}
         base = WhisperASR.load(base_dir).model.state_dict()
         self.base = {k: v.detach().clone() for k, v in base.items()}
-        self.alpha: float | None = 1.0
+        self.alpha = 1.0  # the weights loaded are the adapted ones
 
     def at(self, alpha: float) -> Any:
         """The working model (a WhisperASR) with weights at ``alpha``."""
@@ -94,13 +94,14 @@ class Interpolator:
         return self.asr
 
     def save(self, alpha: float, out_dir: Path | str) -> Path:
-        """Write the model at ``alpha`` as a transformers directory (written aside, then renamed into place)."""
+        """Write the model at ``alpha`` as a transformers directory (written aside, then swapped into place)."""
         import shutil
 
+        from speechtl.strategies import swap_dir
+
         out_dir = Path(out_dir)
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.at(alpha).save(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        swap_dir(tmp, out_dir)
         return out_dir

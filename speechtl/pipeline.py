@@ -338,7 +338,7 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
                f"({baseline.precision}) -> {baseline.root}")
     timings["encoder_cache_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    replays = heldout.verify_sources(recipe, baseline, sets, run_dir, notify)
+    replays = heldout.verify_sources(recipe, baseline, sets, notify)
     evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify,
                                             replays)
     if recipe.eval.prompt_with_terms and recipe.eval.terms:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
-from speechtl.manifest import atomic_write_text, read_manifest, sentence_key, write_jsonl
+from speechtl.manifest import atomic_write_text, read_manifest, sentence_key, summarize, write_jsonl
 
 Notify = Callable[[str], None]
 
@@ -38,8 +38,6 @@ def held_out_sentences(source: SourceConfig, prepared: dict[str, dict[str, Path]
 
 def write_splits_like(utterances: list, held_out: dict[str, str], out_dir: Path) -> dict[str, Any]:
     """dev/test by the split each sentence has in its origin source; no train split."""
-    from speechtl.manifest import summarize
-
     parts: dict[str, list] = {"train": [], "dev": [], "test": []}
     for utt in utterances:
         parts[held_out[utt.extra["raw_text"]]].append(utt)
@@ -83,8 +81,7 @@ def drop_train_sentences(recipe: RecipeConfig, prepared: dict[str, dict[str, Pat
                 raise ConfigError(f"data.sources.{source.name}: every {split_name} sentence is in the training data")
 
 
-def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], run_dir: Path,
-                        notify: Notify) -> dict[str, Any]:
+def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], notify: Notify) -> dict[str, Any]:
     """Quarantine the utterances of ``verify_transcripts`` sources whose recording does not say their text.
 
     The unadapted model decodes the set once; ``sets`` then points at the kept utterances, and the returned
@@ -107,11 +104,12 @@ def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], r
         rows = read_rows(out_dir / "hypotheses.jsonl")
         kept, rejected = verify_transcripts(read_manifest(path), rows, max_cer, witness=f"unadapted {recipe.model}")
         sets[ref] = path.with_name(f"{split_name}.verified.jsonl")
+        mismatch = path.with_name(f"{split_name}.mismatch.jsonl")
         write_jsonl(sets[ref], kept)
-        write_jsonl(path.with_name(f"{split_name}.mismatch.jsonl"), rejected)
+        write_jsonl(mismatch, rejected)
         replays[ref] = ReplayTranscriber(rows, name=f"{recipe.model} (hypotheses of the transcript check)")
         notify(f"data {ref}: {len(kept)} utterances kept, {len(rejected)} quarantined as transcript_mismatch "
-               f"(CER of the unadapted model over {max_cer}) -> {path.with_name(f'{split_name}.mismatch.jsonl')}")
+               f"(CER of the unadapted model over {max_cer}) -> {mismatch}")
         if not kept:
             raise ConfigError(f"data.sources.{source_name}.verify_transcripts: no {split_name} utterance passed")
     return replays

@@ -93,4 +93,4 @@ def test_interpolator_sets_weights_and_saves_a_loadable_model(tmp_path):
     dec = "model.decoder.layers.0.fc1.weight"
     assert torch.equal(mixed[enc], base_sd[enc])  # shared weights untouched: encoder caches stay valid
     assert torch.allclose(mixed[dec], (base_sd[dec] + trained_sd[dec]) / 2, atol=1e-6)
-    assert not (tmp_path / "mixed.tmp").exists()
+    assert not (tmp_path / ".mixed.tmp").exists() and not (tmp_path / ".mixed.old").exists()
