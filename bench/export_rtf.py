@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from speechtl.evaluate import evaluate_manifest
-from speechtl.export_runtimes import FasterWhisperTranscriber
+from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.runtimes.transcribers import FasterWhisperTranscriber
 from speechtl.models.whisper import WhisperASR
 
 

@@ -4,7 +4,7 @@ Makes a small corpus of speech (espeak-ng, Spanish, resampled to 44.1 kHz
 stereo like typical studio/crowd-sourced input), stores it as wav and as mp3,
 and times on one core:
 
-- speechtl: ``speechtl.prepare.prepare`` in this process (decode, downmix,
+- speechtl: ``speechtl.data.prepare.prepare`` in this process (decode, downmix,
   resample, trim, level, checks, text normalization, 16-bit wav write);
 - baseline: the common shell recipe, one ``ffmpeg -i IN -ac 1 -ar 16000 OUT.wav``
   process per file (resampling and downmix only: no trim, level or checks).
@@ -29,8 +29,8 @@ import numpy as np
 import soundfile as sf
 
 from speechtl.audio import resample
-from speechtl.manifest import RawItem
-from speechtl.prepare import PrepareConfig, prepare
+from speechtl.data.manifest import RawItem
+from speechtl.data.prepare import PrepareConfig, prepare
 
 SENTENCES = [
     "Buenos días, quisiera saber el estado de mi pedido.",

@@ -50,7 +50,7 @@ def _print_summary(summary: dict[str, Any], out_dir: Path, splits: dict[str, Any
 
 
 def _split_config(args: argparse.Namespace):
-    from speechtl.manifest import SplitConfig
+    from speechtl.data.manifest import SplitConfig
 
     return SplitConfig(
         dev_share=args.dev_share,
@@ -63,7 +63,7 @@ def _split_config(args: argparse.Namespace):
 
 def _prepare_config(args: argparse.Namespace):
     from speechtl.audio import AudioConfig
-    from speechtl.prepare import PrepareConfig
+    from speechtl.data.prepare import PrepareConfig
 
     audio = AudioConfig(
         max_duration_s=args.max_duration_s, min_duration_s=args.min_duration_s, output_format=args.audio_format
@@ -74,8 +74,8 @@ def _prepare_config(args: argparse.Namespace):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from speechtl.importers import detect_format, read_corpus
-    from speechtl.prepare import prepare, write_splits
+    from speechtl.data.importers import detect_format, read_corpus
+    from speechtl.data.prepare import prepare, write_splits
 
     source = args.source
     fmt = args.format or detect_format(Path(source))
@@ -92,9 +92,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from speechtl.channel import ChannelConfig
-    from speechtl.prepare import prepare, write_splits
-    from speechtl.synth import SynthConfig, read_sentences, synthesize_corpus
+    from speechtl.data.synth.channel import ChannelConfig
+    from speechtl.data.prepare import prepare, write_splits
+    from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
 
     sentences = [s for path in args.sentences for s in read_sentences(Path(path))]
     channel = None
@@ -131,7 +131,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from speechtl.manifest import read_manifest, summarize, validate
+    from speechtl.data.manifest import read_manifest, summarize, validate
 
     status = 0
     for path in args.manifests:
@@ -146,7 +146,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from speechtl.config import load_recipe
-    from speechtl.pipeline import adapt
+    from speechtl.adapt.run import adapt
 
     overrides = _key_values(args.overrides)
     if args.data:
@@ -180,8 +180,8 @@ def _load_asr(model: str, lang: str):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from speechtl.evaluate import evaluate_manifest
-    from speechtl.scoring import read_terms
+    from speechtl.evaluate.decode import evaluate_manifest
+    from speechtl.evaluate.scoring import read_terms
 
     asr = _load_asr(args.model, args.lang)
     metrics = evaluate_manifest(
@@ -198,12 +198,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from speechtl.compare import compare, markdown_table
+    from speechtl.report.compare import compare, markdown_table
 
     table = markdown_table(compare([Path(d) for d in args.dirs]))
     print(table, end="")
     if args.out:
-        from speechtl.manifest import atomic_write_text
+        from speechtl.data.manifest import atomic_write_text
 
         atomic_write_text(Path(args.out), table)
         print(f"written: {args.out}")
@@ -225,7 +225,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from speechtl.export_check import export
+    from speechtl.export.parity import export
 
     result = export(args.source, args.format, out=args.out, quantization=args.quantization,
                     compute_type=args.compute_type, manifest=args.manifest, lang=args.lang,
@@ -241,7 +241,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from speechtl.serve import serve
+    from speechtl.serve.app import serve
 
     model_dir = Path(args.model)
     if not model_dir.is_dir():  # a model name: resolved as eval/transcribe resolve it

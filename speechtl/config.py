@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from speechtl.manifest import SplitConfig
-from speechtl.train_config import TrainConfig
+from speechtl.data.manifest import SplitConfig
+from speechtl.train.config import TrainConfig
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,7 @@
 
 Usage: accelerate_worker.py MODEL_DIR TRAIN_MANIFEST DEV_MANIFEST OUT_DIR REPORT_DIR
 
-Trains a few head-strategy steps with ``speechtl.train.train`` and writes
+Trains a few head-strategy steps with ``speechtl.train.loop.train`` and writes
 ``REPORT_DIR/rank<N>.json``: the utterance ids this process trained on, per
 optimizer step, and the hash of its final weights.
 """
@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from speechtl.text import get_normalizer
-from speechtl.train import TrainConfig, TrainEvent, train
+from speechtl.text.normalize import get_normalizer
+from speechtl.train.loop import TrainConfig, TrainEvent, train
 
 
 def main(model_dir: str, train_manifest: str, dev_manifest: str, out_dir: str, report_dir: str) -> None:

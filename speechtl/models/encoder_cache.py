@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.manifest import Utterance, atomic_write_text
+from speechtl.data.manifest import Utterance, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -110,7 +110,7 @@ def import_ct2(ct2_dir: Path | str, *, name: str, source: str, cache_name: str |
 
     ``name`` is what was asked for, ``cache_name`` (default ``name``) names the cache entry.
     """
-    from speechtl.models import ct2_import
+    from speechtl.models.ct2 import convert as ct2_import
 
     ct2_dir = Path(ct2_dir)
     label = cache_name or name

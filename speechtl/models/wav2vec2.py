@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.ctc_batches import CtcCollator
-from speechtl.ctc_vocab import PAD, CtcVocab, load_vocab
-from speechtl.manifest import atomic_write_text
+from speechtl.models.ctc.batches import CtcCollator
+from speechtl.models.ctc.vocab import PAD, CtcVocab, load_vocab
+from speechtl.data.manifest import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class CtcASR:
         self.model, self.vocab, self.kind = model, vocab, kind
         self.feature_extractor = feature_extractor
         self.return_attention_mask = return_attention_mask
-        self.decoder: Any = None  # a speechtl.ctc_decode.BeamDecoder; None = greedy
+        self.decoder: Any = None  # a speechtl.models.ctc.decode.BeamDecoder; None = greedy
         self.collator = CtcCollator(normalize=getattr(feature_extractor, "do_normalize", True))
 
     # ---------------------------------------------------------------- loading and saving
@@ -275,7 +275,7 @@ class CtcASR:
     def _decode(self, log_probs: np.ndarray, lengths: Sequence[int]) -> list[str]:
         if self.decoder is not None:
             return [self.decoder.decode(lp[:n]) for lp, n in zip(log_probs, lengths)]
-        from speechtl.ctc_decode import greedy_decode
+        from speechtl.models.ctc.decode import greedy_decode
 
         return [greedy_decode(lp[:n], self.symbols) for lp, n in zip(log_probs, lengths)]
 
@@ -357,7 +357,7 @@ def apply_ctc_strategy(asr: CtcASR, strategy: str, *, top_k: int = 2) -> dict[st
             enc.conv2.requires_grad_(False)
         if strategy in ("top-k", "full"):
             enc.layer_norm.requires_grad_(True)
-        from speechtl.strategies import frozen_stages
+        from speechtl.train.strategies import frozen_stages
 
         frozen = frozen_stages(model)
     else:

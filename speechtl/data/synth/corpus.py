@@ -1,0 +1,495 @@
+"""Synthetic speech for text-only adaptation: sentences x voices -> audio files.
+
+Each sentence is spoken by several voices; a voice is a speaker (its id goes
+into ``RawItem.speaker``), so the split can hold voices out. Two engines:
+
+- ``espeak``: espeak-ng, many languages, robotic. A voice is a variant
+  (``-v es+m3``), a speed (``-s``), a pitch (``-p``) and a word gap (``-g``).
+- ``kokoro``: Kokoro-82M int8 ONNX from espeak-ng IPA (see :mod:`speechtl.data.synth.kokoro`).
+  A voice is a seeded blend of the five base voices plus speed and pitch.
+
+:func:`synthesize_corpus` writes ``out_dir/<voice_id>/<sentence_id>.wav``
+(each written to a temporary name and renamed), skips files that exist
+(resume), runs in a process pool, and passes every file through the
+optional voice-agent channel (:mod:`speechtl.data.synth.channel`). Everything is
+deterministic given the seeds: which voices exist, which voices say which
+sentence, and each item's channel (gain, noise, SNR).
+
+Failures: an item that fails to synthesize does not stop the run. It comes
+back as a ``RawItem`` without audio whose ``extra["reject"]`` names the
+field, reason and detail (sentence id, voice, engine, error), which
+:func:`speechtl.data.prepare.prepare` turns into a quarantine record. Only when
+no item at all has audio (every one failed, none existed) does
+:class:`SynthError` stop the run: that is a setup problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechtl.data.synth.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
+from speechtl.data.manifest import RawItem, SplitConfig, assign, atomic_write_text, sentence_key
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ChannelConfig", "SynthConfig", "SynthError", "Voice", "list_voices", "read_sentences", "simulate_channel",
+    "synthesize", "synthesize_corpus",
+]  # fmt: skip
+
+ENGINES = ("kokoro", "espeak")
+SAFE_ID = re.compile(r"^\w[\w.\-]*$")
+# espeak-ng variants that sound like people (no robots, whispers or heavy echo), by voice gender.
+ESPEAK_MALE = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8")
+ESPEAK_FEMALE = ("f1", "f2", "f3", "f4", "f5")
+ESPEAK_MALE_EXTRA = (
+    "Alex", "Andy", "Denis", "Diogo", "Gene", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael",
+    "Mike", "antonio", "david", "ed", "edward", "gustave", "iven", "john", "marcelo", "michel", "miguel",
+    "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert", "travis", "victor",
+)
+ESPEAK_FEMALE_EXTRA = ("Alicia", "Andrea", "Annie", "aunty", "belinda", "linda", "shelby", "steph")
+# fork needs no `if __name__ == "__main__"` guard in the caller's script; workers build their own ONNX session.
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+ESPEAK_SPEED_WPM = (130, 190)  # -s range, words per minute (espeak default 175)
+ESPEAK_PITCH = (30, 70)  # -p range, 0-99 (default 50)
+ESPEAK_GAP = (0, 3)  # -g range, word gap in units of 10 ms
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker."""
+
+    id: str  # unique, filesystem-safe; becomes the speaker id and the folder name
+    engine: str  # "espeak" or "kokoro"
+    params: dict[str, Any] = field(hash=False)  # everything the engine needs to reproduce this voice
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "engine": self.engine, "params": self.params}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to synthesize and how."""
+
+    engine: str = "kokoro"  # "kokoro" (natural, 24 kHz) or "espeak" (robotic, 22.05 kHz, many languages)
+    lang: str = "es"  # espeak-ng language/voice name, e.g. "es", "es-419", "en-us" (also Kokoro's phonemizer)
+    num_voices: int = 8  # how many distinct voices (speakers) exist
+    voices_per_sentence: int | None = None  # how many seeded voices say each sentence; None = all
+    seed: int = 0  # seed of the voice list and of the voice choice per sentence
+    num_workers: int = 2  # worker processes; 1 = run in this process
+    channel: ChannelConfig | None = None  # voice-agent channel applied to every file; None = clean audio
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"synth: field 'engine' is {self.engine!r}, must be one of {ENGINES}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", self.lang or ""):
+            raise ValueError(f"synth: field 'lang' is {self.lang!r}, must be an espeak-ng language name like 'es'")
+        if self.num_voices < 1:
+            raise ValueError(f"synth: field 'num_voices' is {self.num_voices}, must be >= 1")
+        if self.voices_per_sentence is not None and not 1 <= self.voices_per_sentence <= self.num_voices:
+            raise ValueError(
+                f"synth: field 'voices_per_sentence' is {self.voices_per_sentence}, "
+                f"must be in [1, num_voices={self.num_voices}] or None"
+            )
+        if self.num_workers < 1:
+            raise ValueError(f"synth: field 'num_workers' is {self.num_workers}, must be >= 1")
+        if self.channel is not None and not isinstance(self.channel, ChannelConfig):
+            kind = type(self.channel).__name__
+            raise ValueError(f"synth: field 'channel' must be a ChannelConfig or None, got {kind}")
+
+
+class SynthError(RuntimeError):
+    """Synthesis cannot run (missing tool or package, bad input); the message names item, voice and engine."""
+
+
+# ------------------------------------------------------------------ voices
+
+
+def list_voices(config: SynthConfig) -> list[Voice]:
+    """The ``num_voices`` voices of this engine and seed, in a fixed order."""
+    if config.engine == "espeak":
+        return _espeak_voices(config.num_voices, config.seed)
+    from speechtl.data.synth import kokoro
+
+    specs = kokoro.voice_specs(config.num_voices, config.seed)
+    return [Voice(f"kokoro-{name}", "kokoro", params) for name, params in specs]
+
+
+def _espeak_exe() -> str:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise SynthError("synth: the espeak-ng command is not installed (apt-get install espeak-ng)")
+    return exe
+
+
+def espeak_variants() -> tuple[list[str], list[str]]:
+    """Installed human-sounding espeak-ng variants: (male, female), preferred ones first."""
+    out = subprocess.run([_espeak_exe(), "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"Data at:\s*(\S.*)$", out, flags=re.MULTILINE)
+    vdir = Path(match.group(1).strip()) / "voices" / "!v" if match else None
+    if vdir is None or not vdir.is_dir():
+        log.warning("synth: espeak-ng variant folder not found (--version said %r); using m1..m8, f1..f5", out)
+        return list(ESPEAK_MALE), list(ESPEAK_FEMALE)
+    present = {p.name for p in vdir.iterdir()}
+    male = [v for v in ESPEAK_MALE + ESPEAK_MALE_EXTRA if v in present]
+    female = [v for v in ESPEAK_FEMALE + ESPEAK_FEMALE_EXTRA if v in present]
+    if not male and not female:
+        raise SynthError(f"synth: none of the known espeak-ng variants is in {vdir}")
+    return male, female
+
+
+def _espeak_voices(num_voices: int, seed: int) -> list[Voice]:
+    male, female = espeak_variants()
+    rng = random.Random(f"espeak:{seed}")
+
+    def ordered(names: list[str], preferred: tuple[str, ...]) -> list[str]:
+        first = [n for n in names if n in preferred]
+        rest = [n for n in names if n not in preferred]
+        rng.shuffle(first)
+        rng.shuffle(rest)
+        return first + rest
+
+    male, female = ordered(male, ESPEAK_MALE), ordered(female, ESPEAK_FEMALE)
+    variants = [v for pair in zip(male, female) for v in pair]
+    variants += male[len(female) :] + female[len(male) :]
+    voices: list[Voice] = []
+    seen: set[str] = set()
+    i = 0
+    while len(voices) < num_voices:
+        params = {
+            "variant": variants[i % len(variants)],
+            "speed_wpm": rng.randint(*ESPEAK_SPEED_WPM),
+            "pitch": rng.randint(*ESPEAK_PITCH),
+            "word_gap": rng.randint(*ESPEAK_GAP),
+        }
+        i += 1
+        voice_id = f"espeak-{params['variant']}-s{params['speed_wpm']}-p{params['pitch']}-g{params['word_gap']}"
+        if voice_id not in seen:
+            seen.add(voice_id)
+            voices.append(Voice(voice_id, "espeak", params))
+    return voices
+
+
+# --------------------------------------------------------------- synthesis
+
+
+def synthesize(text: str, voice: Voice, lang: str) -> tuple[np.ndarray, int]:
+    """Speak ``text`` with ``voice``: (float32 mono samples in [-1, 1], sample rate)."""
+    if not text.strip():
+        raise ValueError(f"synth: empty text for voice {voice.id}")
+    if voice.engine == "espeak":
+        return _espeak_synthesize(text, voice, lang)
+    if voice.engine == "kokoro":
+        from speechtl.data.synth import kokoro
+
+        return kokoro.synthesize(text, voice.params, lang)
+    raise ValueError(f"synth: voice {voice.id} has engine {voice.engine!r}, must be one of {ENGINES}")
+
+
+def _espeak_synthesize(text: str, voice: Voice, lang: str) -> tuple[np.ndarray, int]:
+    p = voice.params
+    cmd = [
+        _espeak_exe(), "-v", f"{lang}+{p['variant']}", "-s", str(p["speed_wpm"]), "-p", str(p["pitch"]),
+        "-g", str(p["word_gap"]), "--stdout", "--stdin",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=False)
+    message = proc.stderr.decode("utf-8", "replace").strip()
+    if proc.returncode != 0 or message.startswith("Error"):
+        raise SynthError(
+            f"synth: espeak-ng failed for voice {voice.id} (lang {lang!r}, exit {proc.returncode}): {message}"
+        )
+    samples, rate = parse_wav_bytes(proc.stdout)
+    if len(samples) == 0:
+        raise SynthError(f"synth: espeak-ng gave no audio for voice {voice.id} (lang {lang!r})")
+    return samples, rate
+
+
+def parse_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """16-bit PCM WAV bytes -> (float32 mono, rate); tolerates the bogus sizes of a streamed header."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise SynthError(f"synth: not a WAV stream (starts with {data[:12]!r})")
+    pos, rate, channels, bits = 12, None, 1, 16
+    while pos + 8 <= len(data):
+        tag, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if tag == b"fmt ":
+            fmt = data[pos + 8 : pos + 24]
+            channels = int.from_bytes(fmt[2:4], "little")
+            rate = int.from_bytes(fmt[4:8], "little")
+            bits = int.from_bytes(fmt[14:16], "little")
+        elif tag == b"data":
+            body = data[pos + 8 : pos + 8 + min(size, len(data))]
+            if rate is None or bits != 16:
+                raise SynthError(f"synth: WAV stream with rate {rate} and {bits} bits; expected 16-bit PCM")
+            body = body[: len(body) // (2 * channels) * 2 * channels]
+            pcm = np.frombuffer(body, dtype="<i2").reshape(-1, channels).mean(axis=1)
+            return (pcm / 32768.0).astype(np.float32), rate
+        pos += 8 + size + (size & 1)
+    raise SynthError("synth: WAV stream has no data chunk")
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """16-bit mono WAV, written to a temporary name beside ``path`` and renamed."""
+    pcm = np.clip(np.round(np.asarray(samples, np.float64) * 32767.0), -32768, 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------ corpus
+
+
+def read_sentences(path: Path) -> list[tuple[str, str]]:
+    """One sentence a line; blank lines and ``#`` comments skipped; id ``<file stem>-<line number:04d>``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise SynthError(f"synth: {path} is not UTF-8 text (byte {exc.start})") from exc
+    out = []
+    for line_no, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            out.append((f"{path.stem}-{line_no:04d}", text))
+    return out
+
+
+def _item_rng(seed: int, voice_id: str, sentence_id: str) -> np.random.Generator:
+    key = int.from_bytes(hashlib.sha256(f"{voice_id}\0{sentence_id}".encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, key])
+
+
+def _split_keys(sentences: list[tuple[str, str]], lang: str) -> dict[str, str]:
+    """Sentence id -> the sentence key split() will see: that of the normalized transcript."""
+    from speechtl.text.normalize import TextRejected, get_normalizer
+
+    normalizer = get_normalizer(lang)
+    keys = {}
+    for sentence_id, text in sentences:
+        try:
+            keys[sentence_id] = sentence_key(normalizer(text))
+        except TextRejected:  # prepare will quarantine it; any split will do
+            keys[sentence_id] = sentence_key(text)
+    return keys
+
+
+def _voices_for(sentence_id: str, voices: list[Voice], config: SynthConfig) -> list[Voice]:
+    """The seeded voices that say one sentence, drawn from ``voices`` (all voices, or its split's)."""
+    k = config.voices_per_sentence
+    if k is None or k >= len(voices):
+        return voices
+    chosen = set(random.Random(f"{config.seed}:{sentence_id}").sample(range(len(voices)), k))
+    return [v for i, v in enumerate(voices) if i in chosen]
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    sentence_id: str
+    text: str
+    voice: Voice
+    lang: str
+    channel: ChannelConfig | None
+    path: Path
+
+
+def _run_task(task: _Task) -> tuple[int, str | None]:
+    """Synthesize, pass through the channel, write; returns (index, error or None). Runs in a worker."""
+    try:
+        samples, rate = synthesize(task.text, task.voice, task.lang)
+        if task.channel is not None:
+            rng = _item_rng(task.channel.seed, task.voice.id, task.sentence_id)
+            params = draw_channel(task.channel, rng)
+            samples, rate = apply_channel(samples, rate, task.channel, params, rng)
+        write_wav(task.path, samples, rate)
+        return task.index, None
+    except Exception as exc:  # reported per item, never lost
+        return task.index, f"{type(exc).__name__}: {exc}"
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from speechtl.data.synth import kokoro
+
+    kokoro.set_threads(threads)  # also drops a session inherited through fork: each worker makes its own
+
+
+def _check_voice_dir(out_dir: Path, voice: Voice, config: SynthConfig) -> None:
+    """Record the voice and channel in ``<voice>/voice.json``; refuse to resume into files made differently."""
+    record = {
+        "voice": voice.to_json(),
+        "lang": config.lang,
+        "channel": config.channel.to_json() if config.channel is not None else None,
+    }
+    path = out_dir / voice.id / "voice.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in record.items():
+            if old.get(key) != json.loads(json.dumps(value)):
+                raise SynthError(
+                    f"synth: {path}: field '{key}' is {old.get(key)!r} but this run has {value!r}; "
+                    "its files were made differently, so use a new out_dir or delete that folder"
+                )
+        return
+    atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+
+
+def synthesize_corpus(
+    sentences: list[tuple[str, str]],
+    out_dir: Path,
+    config: SynthConfig,
+    progress: Callable[[int], None] | None = None,
+    holdout: SplitConfig | None = None,
+) -> list[RawItem]:
+    """Speak every ``(sentence_id, text)`` with its seeded voices into ``out_dir/<voice_id>/<sentence_id>.wav``.
+
+    Returns one ``RawItem`` per (sentence, voice), in sentence order then voice
+    order, with ``speaker=voice.id`` and ``extra`` holding the engine, voice
+    params, sentence id, lang and the item's channel choices. Existing files
+    are kept (resume); ``voice.json`` in each voice folder guards against
+    resuming with other settings. ``progress(n)`` is called as items finish
+    (``n`` new ones, skipped included). Failed items come back with
+    ``extra["reject"]`` (see the module docstring).
+
+    With ``holdout``, voices and sentences are first assigned to train/dev/test
+    exactly as :func:`speechtl.data.manifest.split` will assign them, and each
+    sentence is spoken only by voices of its own split: the later split then
+    holds out voices and sentences without leaving any utterance unused.
+    """
+    out_dir = Path(out_dir)
+    seen: set[str] = set()
+    for sentence_id, text in sentences:
+        if not SAFE_ID.match(sentence_id or ""):
+            raise SynthError(f"synth: sentence id {sentence_id!r} must be letters, digits, '.', '_', '-' (a file name)")
+        if sentence_id in seen:
+            raise SynthError(f"synth: sentence id {sentence_id!r} appears twice")
+        if not text.strip():
+            raise SynthError(f"synth: sentence {sentence_id}: field 'text' is empty")
+        seen.add(sentence_id)
+    voices = list_voices(config)
+    for voice in voices:
+        _check_voice_dir(out_dir, voice, config)
+    if config.engine == "kokoro":
+        from speechtl.data.synth import kokoro
+
+        kokoro.model_path()  # join the model once, here, before workers race for it
+
+    pools = {None: voices}
+    sentence_split: dict[str, str | None] = {}
+    # only when split() will hold out both (with < 3 voices it splits by sentence alone)
+    if holdout is not None and holdout.by_speaker and holdout.by_sentence and len(voices) >= 3:
+        voice_split = assign((v.id for v in voices), holdout, "speaker")
+        keys = _split_keys(sentences, config.lang)
+        by_text = assign(keys.values(), holdout, "sentence")
+        sentence_split = {sid: by_text[keys[sid]] for sid, _ in sentences}
+        pools = {name: [v for v in voices if voice_split[v.id] == name] for name in set(voice_split.values())}
+        for name in set(by_text.values()) - set(pools):
+            raise SynthError(f"synth: no voice falls in the {name} split; raise num_voices (now {len(voices)})")
+
+    items: list[RawItem] = []
+    tasks: list[_Task] = []
+    for sentence_id, text in sentences:
+        for voice in _voices_for(sentence_id, pools[sentence_split.get(sentence_id)], config):
+            path = out_dir / voice.id / f"{sentence_id}.wav"
+            channel = None
+            if config.channel is not None:
+                channel = draw_channel(config.channel, _item_rng(config.channel.seed, voice.id, sentence_id))
+            extra = {
+                "engine": config.engine, "voice": voice.params, "sentence_id": sentence_id, "lang": config.lang,
+                "channel": channel,
+            }  # fmt: skip
+            item_id = f"{voice.id}_{sentence_id}"
+            items.append(RawItem(id=item_id, text=text, speaker=voice.id, audio_path=path, extra=extra))
+            if not path.exists():
+                tasks.append(_Task(len(items) - 1, sentence_id, text, voice, config.lang, config.channel, path))
+    skipped = len(items) - len(tasks)
+    if skipped:
+        log.info("synth: %d of %d files already exist; synthesizing %d", skipped, len(items), len(tasks))
+        if progress is not None:
+            progress(skipped)
+
+    errors: dict[int, str] = {}
+    for index, error in _execute(tasks, config, progress):
+        if error is not None:
+            errors[index] = error
+    if tasks and len(errors) == len(tasks) and not skipped:  # not one file: a setup problem, not a bad sentence
+        first = tasks[0]
+        raise SynthError(
+            f"synth: all {len(tasks)} items failed; first: sentence {first.sentence_id}, voice {first.voice.id}, "
+            f"engine {config.engine}: {errors[first.index]}"
+        )
+    for index, error in errors.items():
+        item = items[index]
+        detail = f"sentence {item.extra['sentence_id']}, voice {item.speaker}, engine {config.engine}: {error}"
+        log.warning("synth: failed: %s", detail)
+        reject = {"field": "audio", "reason": "synth_failed", "detail": detail}
+        items[index] = RawItem(id=item.id, text=item.text, speaker=item.speaker, extra={**item.extra, "reject": reject})
+    return items
+
+
+def _execute(tasks: list[_Task], config: SynthConfig, progress: Callable[[int], None] | None):
+    """Yield (index, error) per task, in completion order."""
+    cpus = os.cpu_count() or 1
+    workers = min(config.num_workers, len(tasks))
+    if workers <= 1:  # in this process, with the default threads
+        for task in tasks:
+            yield _run_task(task)
+            if progress is not None:
+                progress(1)
+        return
+    ctx = multiprocessing.get_context(START_METHOD)
+    threads = max(1, cpus // workers)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        queue = iter(tasks)
+        running: dict[Future, _Task] = {}
+        while True:
+            while len(running) < 4 * workers and (task := next(queue, None)) is not None:
+                try:
+                    running[pool.submit(_run_task, task)] = task
+                except BrokenProcessPool as exc:
+                    raise SynthError(
+                        f"synth: the worker pool broke (a worker died, e.g. killed for memory) before sentence "
+                        f"{task.sentence_id}, voice {task.voice.id}, engine {config.engine}; run again to resume"
+                    ) from exc
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = running.pop(future)
+                try:
+                    yield future.result()
+                except Exception as exc:  # a worker died (e.g. killed for memory)
+                    yield task.index, f"worker failed: {type(exc).__name__}: {exc}"
+                if progress is not None:
+                    progress(1)

@@ -1,0 +1,162 @@
+"""``speechtl export``: write a format, check it against the PyTorch model, write its model card.
+
+The parity check decodes the run's primary test manifest with the exported
+model on its own runtime (faster-whisper for ``ct2``, the transformers ASR
+pipeline for ``hf``, onnxruntime for ``onnx``) and compares the WER with that
+of the PyTorch model on the same manifest and normalizer: from the run's
+``adapted`` evaluation when there is one, else decoded here. The result
+(both WERs, the difference, both real-time factors) is written to
+``<export>/parity.json`` with the export's hypotheses in ``<export>/parity/``;
+an export that loses more than ``margin_points`` WER points raises
+:class:`ExportParityError` (the files stay, for inspection).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from speechtl.fsio import file_sha256
+from speechtl.data.manifest import atomic_write_text, read_manifest
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("hf", "ct2", "onnx")
+DEFAULT_MARGIN_POINTS = 1.0
+
+
+class ExportParityError(RuntimeError):
+    """The exported model's WER is worse than the PyTorch model's by more than the margin (``result``: the check)."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def _run_paths(source: Path) -> dict[str, Any] | None:
+    """For a run folder: its adapted model (the interpolated one, else the best checkpoint), language, primary
+    test manifest and report payload."""
+    report = source / "report.json"
+    if not report.is_file():
+        return None
+    payload = json.loads(report.read_text(encoding="utf-8"))
+    best = Path(payload.get("adapted_dir") or source / "checkpoints" / "best")
+    if not best.is_dir():
+        return None
+    primary = payload["primary"]
+    name, _, split = primary.partition("/")
+    return {"model_dir": best, "lang": payload["recipe"]["lang"], "manifest": Path(payload["data"][name][split]),
+            "primary": primary, "payload": payload}
+
+
+def weight_files_identical(model_dir: Path, export_dir: Path) -> bool:
+    """Whether the export holds byte-identical copies of every weight file of ``model_dir`` (sha256)."""
+    names = sorted(p.name for p in model_dir.glob("*.safetensors"))
+    if not names or names != sorted(p.name for p in export_dir.glob("*.safetensors")):
+        return False
+    return all(file_sha256(model_dir / n) == file_sha256(export_dir / n) for n in names)
+
+
+def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,
+           reference: dict[str, Any] | None, margin_points: float, hf_check_utts: int | None = None,
+           check_unpadded: bool = True) -> dict[str, Any]:
+    """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode).
+
+    An ``hf`` export is a copy of the weights: with ``hf_check_utts``, the check is that every weight file is
+    byte-identical, plus a decode of the first ``hf_check_utts`` utterances through ``from_pretrained`` (the
+    transformers pipeline) against the PyTorch model on the same utterances.
+    """
+    from speechtl.evaluate.decode import evaluate_manifest
+    from speechtl.runtimes.transcribers import runtime_transcriber, torch_transcriber
+
+    utts: Path | list = manifest
+    identical = None
+    if fmt == "hf" and hf_check_utts:
+        identical = weight_files_identical(model_dir, export_dir)
+        utts, reference = read_manifest(manifest)[:hf_check_utts], None
+    runtime = runtime_transcriber(export_dir, fmt, lang=lang, compute_type=compute_type)
+    exported = evaluate_manifest(runtime, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
+    if reference is None:
+        reference = evaluate_manifest(torch_transcriber(model_dir, lang), utts, export_dir / "parity" / "torch",
+                                      lang=lang, model_name=str(model_dir))
+    diff = 100 * (exported["wer"] - reference["wer"])
+    result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],
+              "torch_wer": reference["wer"], "export_wer": exported["wer"], "diff_points": round(diff, 3),
+              "margin_points": margin_points, "passed": diff <= margin_points and identical is not False,
+              "weight_files_identical": identical,
+              "torch_rtf": reference.get("rtf"), "export_rtf": exported.get("rtf"),
+              "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
+    if fmt == "ct2" and check_unpadded:  # also as a caller of faster-whisper gets it unpadded (Pipecat's service)
+        runtime.pad = False
+        as_is = evaluate_manifest(runtime, manifest, export_dir / "parity" / "unpadded", lang=lang,
+                                  model_name=f"{fmt} export, unpadded")
+        result["unpadded_wer"] = as_is["wer"]
+        result["unpadded_diff_points"] = round(100 * (as_is["wer"] - reference["wer"]), 3)
+        if result["unpadded_diff_points"] > margin_points:
+            log.warning("parity ct2: faster-whisper on unpadded audio gives WER %.2f%% (%+.2f points); pad audio "
+                        "to 30 s windows (speechtl.models.ct2.whisper.pad_to_window, as speechtl serve does)",
+                        100 * as_is["wer"], result["unpadded_diff_points"])
+    atomic_write_text(export_dir / "parity.json", json.dumps(result, indent=2) + "\n")
+    log.info("parity %s: WER %.2f%% (export) vs %.2f%% (PyTorch), %+.2f points (margin %.2f)", fmt,
+             100 * exported["wer"], 100 * reference["wer"], diff, margin_points)
+    if identical is False:
+        raise ExportParityError(f"export hf at {export_dir}: its weight files differ from {model_dir}", result)
+    if not result["passed"]:
+        raise ExportParityError(f"export {fmt} at {export_dir}: WER {exported['wer']:.2%} is {diff:+.2f} points "
+                                f"from the PyTorch model's {reference['wer']:.2%} on {manifest} (margin "
+                                f"{margin_points} points); see {export_dir / 'parity.json'}", result)
+    return result
+
+
+def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantization: str | None) -> Path:
+    from speechtl.export.formats import export_ct2, export_hf, export_onnx
+
+    if fmt == "hf":
+        return export_hf(model_dir, out)
+    if fmt == "ct2":
+        return export_ct2(model_dir, out, quantization or "float16")
+    if fmt == "onnx":
+        return export_onnx(model_dir, out, lang=lang)
+    raise ValueError(f"export format {fmt!r} is not one of {FORMATS}")
+
+
+def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quantization: str | None = None,
+           compute_type: str | None = None, manifest: Path | str | None = None, lang: str | None = None,
+           margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None,
+           hf_check_utts: int | None = None, check_unpadded: bool = True) -> dict[str, Any]:
+    """Export a run (``runs/<name>``: its best checkpoint to ``runs/<name>/export/<fmt>``) or a model directory
+    (``out`` required); check parity on the run's primary test manifest (or ``manifest``) and write the card.
+
+    ``compute_type`` is the CTranslate2 runtime type of the check (default int8, what a CPU service uses).
+    Returns the parity result (``None`` values when there was no manifest to check on).
+    """
+    from speechtl.export.card import write_card
+
+    source = Path(source)
+    run = _run_paths(source)
+    if run is not None:
+        model_dir, lang = run["model_dir"], lang or run["lang"]
+        manifest = Path(manifest) if manifest else run["manifest"]
+        payload = payload or run["payload"]
+        out = Path(out) if out else source / "export" / fmt
+    else:
+        if out is None or lang is None:
+            raise ValueError(f"export: {source} is not a run folder (report.json + checkpoints/best); "
+                             "a model directory needs --out and --lang")
+        model_dir, out = source, Path(out)
+    write_format(model_dir, out, fmt, lang=lang, quantization=quantization)
+    result: dict[str, Any] = {"format": fmt, "passed": None}
+    if manifest is not None:
+        reference = None
+        if payload is not None:  # the run's adapted (greedy) evaluation on this manifest, if any
+            primary = payload.get("primary")
+            reference = payload.get("evaluations", {}).get("adapted", {}).get(primary)
+            if reference is not None and Path(reference.get("manifest") or "") != Path(manifest):
+                reference = None
+        result = parity(model_dir, out, fmt, Path(manifest), lang=lang,
+                        compute_type=(compute_type or "int8") if fmt == "ct2" else None, reference=reference,
+                        margin_points=margin_points, hf_check_utts=hf_check_utts, check_unpadded=check_unpadded)
+    write_card(out, fmt, payload=payload, parity=result, quantization=quantization, lang=lang)
+    return result

@@ -1,0 +1,315 @@
+"""Run report: ``report.json`` (everything, machine-readable), ``report.md`` (tables for a pull request)
+and ``report.html`` (self-contained, with plots; :mod:`speechtl.report.html`).
+
+The payload is described in :mod:`speechtl.report.data`. :func:`write_report`
+writes the three files from a payload; :func:`regenerate` rebuilds them from a
+run folder's saved ``report.json`` and its ``eval/`` and ``checkpoints/``
+folders, without decoding or training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from speechtl.data.manifest import atomic_write_text
+from speechtl.report.data import (
+    comparison,
+    enrich,
+    read_history,
+    set_label,
+    sets_of,
+    summary_rows,
+    systems_of,
+)
+
+log = logging.getLogger(__name__)
+
+DASH = "—"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return DASH if value is None else f"{100 * value:.{digits}f}%"
+
+
+def ci_text(ci: list[float] | tuple[float, float] | None) -> str:
+    return DASH if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
+def points(value: float) -> str:
+    """A WER difference in percentage points, signed."""
+    return f"{100 * value:+.1f} pts"
+
+
+def diff_text(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return DASH
+    return f"{points(c['diff'])} [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}]"
+
+
+def verdict(c: dict[str, Any]) -> str:
+    """What a paired comparison says about ``b`` against ``a`` at its level."""
+    lo, hi = c["ci"]
+    if hi < 0:
+        return f"{c['b']} is better"
+    if lo > 0:
+        return f"{c['b']} is worse"
+    return "no significant difference"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines; ``|`` inside a cell is escaped."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows)]
+
+
+RESULTS_HEADER = ["test set", "system", "utts", "WER", "95% CI", "raw WER", "CER", "S / D / I", "term recall",
+                  "÷ baseline", "Δ WER vs baseline [95% CI]", "P(better than baseline)"]
+COMPARISONS_HEADER = ["test set", "b vs a", "WER a → b", "Δ WER [95% CI]", "P(b better)", "verdict"]
+
+
+def results_rows(payload: dict[str, Any]) -> list[list[str]]:
+    """The cells of the results table (plain text; report.md and report.html share them)."""
+    rows = []
+    for r in summary_rows(payload):
+        diff = r["diff"]
+        rows.append([
+            r["label"], r["system"], str(r["num_utts"]), pct(r["wer"]), ci_text(r["wer_ci95"]), pct(r["raw_wer"]),
+            pct(r["cer"]), " / ".join(DASH if v is None else str(v) for v in r["sdi"]), pct(r["term_recall"]),
+            DASH if r["ratio"] is None else f"{r['ratio']:.2f}", diff_text(diff),
+            DASH if diff is None else pct(diff["prob_b_better"], 0),
+        ])
+    return rows
+
+
+def comparison_rows(payload: dict[str, Any]) -> list[list[str]]:
+    """The cells of the paired-comparison table (plain text)."""
+    return [[ref, f"{c['b']} vs {c['a']}", f"{pct(c['wer_a'])} → {pct(c['wer_b'])}", diff_text(c),
+             pct(c["prob_b_better"], 1), verdict(c)]
+            for ref in sets_of(payload) for c in payload.get("comparisons", {}).get(ref, [])]
+
+
+def _results(payload: dict[str, Any]) -> list[str]:
+    return ["## Results", "", *table(RESULTS_HEADER, results_rows(payload))]
+
+
+def _comparisons(payload: dict[str, Any]) -> list[str]:
+    rows = comparison_rows(payload)
+    errors = [f"- {e['b']} vs {e['a']} on {e['set']}: not compared ({e['error']})"
+              for e in payload.get("comparison_errors", [])]
+    if not rows and not errors:
+        return []
+    boot = payload.get("bootstrap", {})
+    return ["", "## Is the gain real? Paired bootstrap", "", *errors, *([""] if errors else []),
+            f"Both systems resampled on the same utterances ({boot.get('num_samples')} resamples, seed "
+            f"{boot.get('seed')}); Δ = WER(b) − WER(a), negative means b makes fewer errors; P = share of "
+            "resamples where b's WER is lower.", "",
+            *table(COMPARISONS_HEADER, rows)]
+
+
+def _decoding(payload: dict[str, Any]) -> list[str]:
+    """CTC route: what the LM beam search (system adapted+lm) was built from and how its weights were chosen."""
+    dec = payload.get("decoding")
+    if not dec:
+        return []
+    text, chosen, st = dec["lm_text"], dec["chosen"], dec["settings"]
+    return ["", f"CTC route: `adapted` decodes greedily; `adapted+lm` runs a lexicon beam search (beam "
+            f"{st['beam_size']}) with a {st['order']}-gram LM of {text['sentences']} sentences (train transcripts "
+            f"and the recipe's LM text; {text['held_out_removed']} dev/test sentences removed first), "
+            f"{st['lexicon_words']} lexicon words, {st['num_terms'] - st['terms_skipped']} boosted terms. "
+            f"LM weight {chosen['lm_weight']} and word score {chosen['word_score']} chosen on dev "
+            f"(dev WER {pct(dec['tuning'][0]['dev_wer'])} greedy, {pct(chosen['dev_wer'])} with the LM)."]
+
+
+INTERPOLATION_SYSTEMS = (("baseline", "0 (base)"), ("fine-tuned", "1 (trained checkpoint)"))
+
+
+def interpolation_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Dev table of the WiSE-FT choice: one row per alpha, a column per dev set, the mean; the chosen row marked."""
+    choice = payload.get("interpolation")
+    if not choice:
+        return [], []
+    header = ["alpha", *choice["dev_sets"], "mean dev WER", ""]
+    rows = [[f"{c['alpha']:.2f}", *(pct(c["dev_wer"][ref]) for ref in choice["dev_sets"]), pct(c["mean_dev_wer"]),
+             "**kept**" if c["alpha"] == choice["alpha"] else ""] for c in choice["candidates"]]
+    return header, rows
+
+
+def tradeoff_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Test WER of each candidate model: the domain (primary) set against the forgetting check's unseen speech."""
+    choice = payload.get("interpolation")
+    if not choice:
+        return [], []
+    refs = [r for r in (payload.get("primary"), payload.get("forgetting")) if r]
+    header = ["system", "alpha", *(set_label(payload, r) for r in refs)]
+    names = dict(INTERPOLATION_SYSTEMS, adapted=f"{choice['alpha']:.2f} (kept, chosen on dev)")
+    rows = []
+    for system, alpha in names.items():
+        sets = payload["evaluations"].get(system, {})
+        if system == "fine-tuned" and not sets:  # alpha 1 was kept: the adapted row is the checkpoint
+            continue
+        rows.append([system, alpha, *(f"{pct(sets[r]['wer'])} {ci_text(sets[r].get('wer_ci95'))}"
+                                       if r in sets else "—" for r in refs)])
+    return header, rows
+
+
+def _interpolation(payload: dict[str, Any]) -> list[str]:
+    header, rows = interpolation_rows(payload)
+    if not rows:
+        return []
+    choice = payload["interpolation"]
+    t_header, t_rows = tradeoff_rows(payload)
+    return ["", "## Weight interpolation (WiSE-FT): alpha chosen on dev", "",
+            f"θ = (1 − α)·θ_base + α·θ_trained. Every α was decoded on the dev sets only; the lowest mean of the "
+            f"per-set dev WERs chose α = {choice['alpha']:.2f} (`adapted`). No test figure took part in the choice.",
+            "", *table(header, rows), "",
+            "The trade-off on the test sets (reported, not used to choose):", "", *table(t_header, t_rows)]
+
+
+def _forgetting(payload: dict[str, Any]) -> list[str]:
+    ref = payload.get("forgetting")
+    if not ref:
+        return []
+    lines = ["", f"## Forgetting check: {ref}", "",
+             "General speech the training did not target; the adapted model should not get worse here.", ""]
+    rows = [[system, pct(sets[ref]["wer"]), ci_text(sets[ref].get("wer_ci95"))]
+            for system in systems_of(payload) if ref in (sets := payload["evaluations"][system])]
+    lines += table(["system", "WER", "95% CI"], rows)
+    c = comparison(payload, ref, "baseline", "adapted")
+    if c is not None:
+        lines += ["", f"adapted − baseline: {diff_text(c)}, P(adapted better) {pct(c['prob_b_better'], 1)}: "
+                      + ("**WER went up: forgetting**" if c["ci"][0] > 0 else verdict(c)) + "."]
+    return lines
+
+
+def _hallucinations(payload: dict[str, Any]) -> list[str]:
+    rows = []
+    for ref in sets_of(payload):
+        for system in systems_of(payload):
+            h = payload["evaluations"][system].get(ref, {}).get("hallucinations")
+            if h:
+                c = h["counts"]
+                rows.append([ref, system, f"{c['any']} of {h['num_utts']}", str(c["insertion_run"]),
+                             str(c["ngram_loop"]), str(c["long_hypothesis"])])
+    if not rows:
+        return []
+    return ["", "## Hallucinations", "",
+            *table(["test set", "system", "utterances flagged", "insertion runs (≥3 words)",
+                     "n-gram loops (≥3 repeats)", "hypotheses > 2× reference"], rows)]
+
+
+def _per_term(payload: dict[str, Any]) -> list[str]:
+    ref = payload.get("primary")
+    systems = [s for s in systems_of(payload) if (payload["evaluations"][s].get(ref) or {}).get("terms")]
+    if not systems:
+        return []
+    per = {s: payload["evaluations"][s][ref]["terms"]["per_term"] for s in systems}
+    terms = [t for t, v in per[systems[0]].items() if v["occurrences"]]
+    rows = [[t, str(per[systems[0]][t]["occurrences"]), *(pct(per[s].get(t, {}).get("recall"), 0) for s in systems)]
+            for t in terms]
+    return ["", f"<details><summary>Term recall per term on {ref} ({len(terms)} terms occur)</summary>", "",
+            *table(["term", "occurrences", *systems], rows), "", "</details>"]
+
+
+def synthetic_note(payload: dict[str, Any]) -> list[str]:
+    synth = [ref for ref in sets_of(payload) if "synthetic speech" in set_label(payload, ref)]
+    if not synth:
+        return []
+    return ["", f"Note: {', '.join(synth)} {'is' if len(synth) == 1 else 'are'} synthetic (TTS) speech: the "
+                "WER there measures the model on synthesized voices, not on recordings of people."]
+
+
+def _exports(payload: dict[str, Any]) -> list[str]:
+    """Each export's parity check: its WER on its own runtime against the PyTorch model's."""
+    rows, notes = [], []
+    for fmt, e in (payload.get("exports") or {}).items():
+        p = e.get("parity") or {}
+        if p.get("passed") is None:
+            rows.append([fmt, f"`{e['path']}`", "—", "—", "—", "not checked"])
+            continue
+        runtime = f"{fmt}" + (f" ({p['compute_type']})" if p.get("compute_type") else "")
+        rows.append([runtime, f"`{e['path']}`", pct(p["export_wer"], 2), pct(p["torch_wer"], 2),
+                     f"{p['diff_points']:+.2f}", ("passed" if p["passed"] else "**FAILED**")
+                     + f" (margin {p['margin_points']})"])
+        if p.get("weight_files_identical") is not None:
+            notes += ["", f"{fmt}: the weight files are byte-identical to the evaluated model's "
+                      f"({'yes' if p['weight_files_identical'] else '**no**'}); its WERs are on the first "
+                      f"{p['num_utts']} utterances, decoded through `from_pretrained` and the transformers pipeline."]
+        if p.get("unpadded_wer") is not None:
+            notes += ["", f"{fmt}: faster-whisper gets audio padded to 30-s windows (as `speechtl serve` does); "
+                      f"called as-is on unpadded audio it gives WER {pct(p['unpadded_wer'], 2)} "
+                      f"({p['unpadded_diff_points']:+.2f} points)."]
+    if not rows:
+        return []
+    return ["", "## Exports: parity with the PyTorch model", "",
+            *table(["format", "path", "export WER", "PyTorch WER", "points", "check"], rows), *notes]
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    train = payload.get("train", {})
+    norm = payload["normalizer"]
+    lines = [
+        f"# speechtl run: {payload['recipe'].get('name')}",
+        "",
+        f"Model: `{payload['model']['name']}` ({payload['model']['source']}); route "
+        f"`{train.get('route', 'seq2seq')}`, strategy `{train.get('strategy')}`; scoring normalizer `{norm['name']}` "
+        f"(settings: {json.dumps(norm['settings'], ensure_ascii=False)}), the same for every system. "
+        "WER = (S + D + I) / reference words on normalized text; raw WER on the text as written. 95% CI: "
+        "percentile bootstrap over utterances.",
+        *synthetic_note(payload),
+        "",
+        *_results(payload),
+        *_comparisons(payload),
+        *_forgetting(payload),
+        *_interpolation(payload),
+        *_hallucinations(payload),
+        *_per_term(payload),
+        "",
+        f"Training: {train.get('steps')} steps, {train.get('wall_time_s') or 0:.0f} s, "
+        f"{train.get('trainable_params') or 0:,} trainable parameters, best dev WER {pct(train.get('best_dev_wer'))}.",
+        *_decoding(payload),
+        *_exports(payload),
+        "",
+        "Timings (s): " + ", ".join(f"{k} {v}" for k, v in payload.get("timings_s", {}).items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path | str, payload: dict[str, Any], *, html: bool = True) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and (with ``html``) ``report.html`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
+    atomic_write_text(paths["json"], json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
+    atomic_write_text(paths["md"], markdown(payload))
+    if html:
+        from speechtl.report.html import render_html
+
+        paths["html"] = run_dir / "report.html"
+        atomic_write_text(paths["html"], render_html(payload))
+    log.info("report: %s", ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+def regenerate(run_dir: Path | str, out_dir: Path | str | None = None, *, num_samples: int | None = None,
+               seed: int | None = None) -> dict[str, Path]:
+    """Rebuild the report of ``run_dir`` from its ``report.json``, ``eval/`` folders and training history,
+    into ``out_dir`` (default ``run_dir``). Bootstrap settings default to the saved ones (else 1000, the
+    recipe's seed)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no report.json to rebuild the report from")
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    boot = payload.get("bootstrap", {})
+    payload = enrich(payload, run_dir,
+                     num_samples=num_samples or boot.get("num_samples", 1000),
+                     seed=seed if seed is not None else boot.get("seed", payload.get("recipe", {}).get("seed", 0)))
+    if not payload.get("train_history"):
+        history = payload.get("train", {}).get("history_path")
+        candidates = [Path(history)] if history else []
+        candidates += [run_dir / "checkpoints" / "history.jsonl"]
+        payload["train_history"] = next((read_history(p) for p in candidates if p.is_file()), [])
+    return write_report(out_dir or run_dir, payload)

@@ -1,0 +1,107 @@
+"""Weight-space interpolation of the base and the adapted Whisper (WiSE-FT), with alpha chosen on dev data.
+
+Fine-tuning on a few voices moves the model toward them and away from the
+speakers it has never heard. Interpolating the weights,
+``theta = (1 - alpha) * theta_base + alpha * theta_adapted`` (Wortsman et al.,
+"Robust fine-tuning of zero-shot models", 2022), keeps much of the domain gain
+while giving back the base model's robustness, and costs no training: only a
+decode of the dev sets per candidate alpha.
+
+- :func:`interpolate` mixes two state dicts; ``alpha=0`` returns the base
+  tensors and ``alpha=1`` the adapted ones exactly, and a tensor the two models
+  share (a frozen layer) is returned untouched, so encoder-cache rows keyed on
+  the frozen weights stay valid.
+- :func:`select_alpha` decodes every candidate on the dev sets it is given
+  (never a test set: it is not handed one) and keeps the lowest mean of the
+  per-set WERs, each set weighing the same whatever its size; a tie goes to
+  the smaller alpha, nearer the base model.
+- :class:`Interpolator` holds one working Whisper whose weights it sets to
+  any alpha, and writes the chosen one as a plain transformers directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def interpolate(base: Mapping[str, Any], adapted: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+    """``(1 - alpha) * base + alpha * adapted`` per tensor (float32 arithmetic, cast back to each tensor's dtype)."""
+    import torch
+
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"interpolate: alpha={alpha} must be in [0, 1]")
+    if set(base) != set(adapted):
+        missing = sorted(set(base) ^ set(adapted))
+        raise ValueError(f"interpolate: the models differ in parameters, e.g. {missing[:3]}")
+    out = {}
+    for name, b in base.items():
+        a = adapted[name]
+        if b.shape != a.shape:
+            raise ValueError(f"interpolate: parameter {name} has shape {tuple(b.shape)} in the base model and "
+                             f"{tuple(a.shape)} in the adapted one")
+        if alpha == 0:
+            out[name] = b.clone()
+        elif alpha == 1 or not torch.is_floating_point(a) or torch.equal(a, b):
+            out[name] = a.clone()
+        else:
+            mixed = torch.lerp(b.to(torch.float32), a.to(torch.float32), alpha)
+            out[name] = mixed.to(a.dtype)
+    return out
+
+
+def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
+                 dev_wer: Callable[[float, str, Path], float]) -> dict[str, Any]:
+    """Decode each candidate on each dev set with ``dev_wer(alpha, ref, manifest)``; keep the lowest mean WER.
+
+    Returns ``{"alpha": chosen, "candidates": [{"alpha", "dev_wer": {ref: wer}, "mean_dev_wer"}],
+    "dev_sets": [refs]}``.
+    """
+    if not dev_sets:
+        raise ValueError("select_alpha: no dev set to choose alpha on (a source must use its dev split)")
+    candidates = []
+    for alpha in sorted(set(float(a) for a in alphas)):
+        wers = {ref: float(dev_wer(alpha, ref, manifest)) for ref, manifest in dev_sets.items()}
+        mean = sum(wers.values()) / len(wers)
+        candidates.append({"alpha": alpha, "dev_wer": wers, "mean_dev_wer": mean})
+        log.info("interpolate: alpha %.2f, mean dev WER %.2f%% (%s)", alpha, 100 * mean,
+                 ", ".join(f"{ref} {100 * w:.1f}%" for ref, w in wers.items()))
+    best = min(candidates, key=lambda c: (round(c["mean_dev_wer"], 9), c["alpha"]))
+    return {"alpha": best["alpha"], "candidates": candidates, "dev_sets": list(dev_sets)}
+
+
+class Interpolator:
+    """One working copy of the adapted Whisper whose weights :meth:`at` sets to any alpha."""
+
+    def __init__(self, base_dir: Path | str, adapted_dir: Path | str) -> None:
+        from speechtl.models.whisper import WhisperASR
+
+        self.asr = WhisperASR.load(adapted_dir)
+        self.adapted = {k: v.detach().clone() for k, v in self.asr.model.state_dict().items()}
+        base = WhisperASR.load(base_dir).model.state_dict()
+        self.base = {k: v.detach().clone() for k, v in base.items()}
+        self.alpha = 1.0  # the weights loaded are the adapted ones
+
+    def at(self, alpha: float) -> Any:
+        """The working model (a WhisperASR) with weights at ``alpha``."""
+        if alpha != self.alpha:
+            self.asr.model.load_state_dict(interpolate(self.base, self.adapted, alpha))
+            self.alpha = alpha
+        return self.asr
+
+    def save(self, alpha: float, out_dir: Path | str) -> Path:
+        """Write the model at ``alpha`` as a transformers directory (written aside, then swapped into place)."""
+        import shutil
+
+        from speechtl.train.strategies import swap_dir
+
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.at(alpha).save(tmp)
+        swap_dir(tmp, out_dir)
+        return out_dir

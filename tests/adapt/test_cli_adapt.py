@@ -1,0 +1,165 @@
+"""`speechtl adapt`, `eval` and `transcribe` end to end on a tiny random Whisper (flow, files, report)."""
+
+import json
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("ctranslate2")
+
+from tone_corpus import folder_corpus  # noqa: E402
+
+from speechtl.cli import main  # noqa: E402
+from speechtl.data.manifest import read_manifest  # noqa: E402
+from speechtl.models.whisper import save_random_whisper  # noqa: E402
+
+SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "por favor", "buenas noches",
+             "sí señor", "de nada", "perdone usted", "hasta mañana", "con permiso", "claro que sí"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt")
+    corpus = root / "corpus"
+    folder_corpus(corpus, SENTENCES)
+    model = save_random_whisper(root / "tiny", seed=1)
+    terms = root / "terms.txt"
+    terms.write_text("gracias\nbuenas noches\n", encoding="utf-8")
+    recipe = {
+        "name": "tiny",
+        "lang": "es",
+        "model": str(model),
+        "data": {"sources": [{
+            "name": "corpus", "kind": "corpus", "format": "folder", "path": str(corpus),
+            "split": {"dev_share": 0.2, "test_share": 0.2, "by_speaker": False, "seed": 1},
+        }]},
+        "train": {"strategy": "head", "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 1,
+                  "eval_every_steps": 2, "eval_max_new_tokens": 8, "mixed_precision": "no"},
+        "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4},
+        # random weights decode to garbage whose length differs between runtimes: parity is checked in test_export
+        "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32", "parity_margin_points": 1e6},
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return {"root": root, "recipe": path, "model": model, "corpus": corpus}
+
+
+def test_adapt_writes_the_whole_run(setup, capsys):
+    runs = setup["root"] / "runs"
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=4", "--runs", str(runs)]) == 0
+    run = runs / "tiny"
+    for name in ("config.yaml", "report.json", "report.md", "export/hf/config.json", "export/ct2/model.bin",
+                 "data/train.jsonl", "data/dev.jsonl", "data/corpus/test.jsonl",
+                 "eval/baseline/corpus-test/metrics.json", "eval/adapted/corpus-test/hypotheses.jsonl"):
+        assert (run / name).exists(), name
+    report = json.loads((run / "report.json").read_text())
+    assert report["recipe"]["train"]["max_steps"] == 4  # the override is in the resolved config
+    # WiSE-FT: alpha chosen on the dev split only (no test set decoded under interpolate/); the kept model is
+    # what the adapted evaluation and the exports used
+    choice = report["interpolation"]
+    assert choice["dev_sets"] == ["corpus/dev"] and len(choice["candidates"]) == 5
+    assert {p.name for p in (run / "interpolate").glob("alpha-*/*")} == {"corpus_dev"}
+    assert report["adapted_dir"] == str(run / "checkpoints/interpolated") == choice["model_dir"]
+    assert report["evaluations"]["adapted"]["corpus/test"]["model"] == report["adapted_dir"]
+    systems = {"baseline", "adapted"} | ({"fine-tuned"} if choice["alpha"] < 1 else set())
+    assert set(report["evaluations"]) == systems
+    assert "## Weight interpolation (WiSE-FT): alpha chosen on dev" in (run / "report.md").read_text()
+    assert report["relations"]["corpus/test"]["speech"] == "real"
+    base = report["evaluations"]["baseline"]["corpus/test"]
+    assert base["num_utts"] == len(read_manifest(run / "data/corpus/test.jsonl"))
+    assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
+    train_texts = {u.text for u in read_manifest(run / "data/train.jsonl")}
+    assert not train_texts & {u.text for u in read_manifest(run / "data/corpus/test.jsonl")}
+    md = (run / "report.md").read_text()
+    assert "| corpus/test (primary; real speech, seen speaker" in md and "## Exports: parity with the PyTorch model" in md
+    assert report["exports"]["ct2"]["parity"]["unpadded_wer"] >= 0 and "called as-is on unpadded audio" in md
+    out = capsys.readouterr().out
+    assert "eval baseline" in out and "export ct2" in out
+
+    # a second run reuses the prepared data (taking a seeded sample of its train split) and the encoder cache,
+    # and trains afresh (no --resume)
+    assert len(read_manifest(run / "data/train.jsonl")) > 5
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "data.sources.corpus.max_train_utterances=5",
+                 "--runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "data corpus: reusing" in out and "0 computed" in out and "removing the earlier run" in out
+    report = json.loads((run / "report.json").read_text())
+    assert report["train"]["steps"] == 2
+    sample = read_manifest(run / "data/train.jsonl")
+    assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
+
+
+def test_a_failed_parity_check_keeps_the_report_and_the_other_exports(setup, monkeypatch, capsys):
+    import speechtl.export.parity as export_check
+
+    real_parity = export_check.parity
+
+    def strict_for_ct2(*args, **kwargs):
+        if args[2] == "ct2":
+            kwargs["margin_points"] = 0.0
+            kwargs["reference"] = {"wer": -1.0, "model": "impossible reference"}  # any export is 100 points worse
+        return real_parity(*args, **kwargs)
+
+    monkeypatch.setattr(export_check, "parity", strict_for_ct2)
+    runs = setup["root"] / "runs-parity"
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "--runs", str(runs)]) == 1
+    run = runs / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    assert report["exports"]["hf"]["parity"]["passed"] and "error" not in report["exports"]["hf"]
+    ct2 = report["exports"]["ct2"]
+    assert ct2["parity"]["passed"] is False and "points from the PyTorch model" in ct2["error"]
+    assert (run / "export/hf/README.md").is_file() and not (run / "export/ct2/README.md").exists()
+    assert "**FAILED**" in (run / "report.md").read_text()
+    assert "points from the PyTorch model" in capsys.readouterr().err
+
+
+def test_eval_and_transcribe(setup, tmp_path, capsys):
+    manifest = tmp_path / "m.jsonl"
+    wavs = sorted(setup["corpus"].glob("spk0/*.wav"))[:3]
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(w), "text": w.with_suffix(".txt").read_text()})
+                                + "\n" for w in wavs), encoding="utf-8")
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(setup["model"]), "--manifest", str(manifest), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("wer", "cer", "num_utts", "substitutions", "deletions", "insertions", "normalizer"):
+        assert key in metrics
+    assert metrics["num_utts"] == 3 and metrics["wer"] >= 0
+    assert len((out / "hypotheses.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    assert main(["transcribe", "--model", str(setup["model"]), *map(str, wavs[:2])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(w) for w in wavs[:2]]
+
+
+def test_adapt_with_a_bad_override_names_the_key(setup, capsys):
+    assert main(["adapt", str(setup["recipe"]), "train.strategy=everything"]) == 1
+    assert "strategy" in capsys.readouterr().err
+
+
+def test_pick_sentences_keeps_each_term_and_is_seeded(tmp_path):
+    from speechtl.config import ConfigError, SourceConfig
+    from speechtl.adapt.run import pick_sentences
+
+    terms = tmp_path / "terms.txt"
+    terms.write_text("omeprazol\nInsulina lenta\n", encoding="utf-8")
+    filler = [(f"s{i}", f"frase corriente número {i}") for i in range(40)]
+    rare = [("t1", "tome el omeprazol"), ("t2", "la INSULINA lenta de noche"), ("t3", "Omeprazol, otra vez"),
+            ("t4", "insulina rápida")]  # t4 holds a word of a term, not the term
+    sentences = filler[:20] + rare + filler[20:]
+
+    def source(**kw):
+        return SourceConfig(name="med", kind="synth", sentences=("x",), terms=str(terms), **kw)
+
+    picked = pick_sentences(sentences, source(max_sentences=6, min_term_sentences=2), seed=0)
+    ids = [i for i, _ in picked]
+    assert len(picked) == 6 and {"t1", "t2", "t3"} <= set(ids)  # both omeprazol sentences, the one insulina lenta
+    assert ids == [i for i, _ in sentences if i in ids]  # file order
+    assert picked == pick_sentences(sentences, source(max_sentences=6, min_term_sentences=2), seed=0)
+    assert picked != pick_sentences(sentences, source(max_sentences=6, min_term_sentences=2), seed=1)
+    plain = pick_sentences(sentences, source(max_sentences=6), seed=0)  # no minimum: a plain seeded sample
+    assert len(plain) == 6
+    with pytest.raises(ConfigError, match="max_sentences: 2 sentences cannot hold 2 sentences of each term"):
+        pick_sentences(sentences, source(max_sentences=2, min_term_sentences=2), seed=0)
+    with pytest.raises(ConfigError, match="min_term_sentences: needs a 'terms' file"):
+        SourceConfig(name="med", kind="synth", sentences=("x",), min_term_sentences=2)

@@ -1,0 +1,287 @@
+"""Tests for speechtl.models.whisper on a tiny random Whisper (no hub, no network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from speechtl.models.whisper import (  # noqa: E402
+    LabelTooLong,
+    SpecAugmentConfig,
+    WhisperASR,
+    WhisperCollator,
+    collate_tokens,
+    complete_generation_config,
+    num_encoder_stages,
+    save_random_whisper,
+    spec_augment,
+)
+
+SR = 16000
+
+
+def tone(freq_hz: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(SR * seconds)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_random_whisper(tmp_path_factory.mktemp("whisper") / "tiny", seed=1)
+
+
+@pytest.fixture(scope="module")
+def asr(tiny_dir):
+    return WhisperASR.load(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def talkative(tiny_dir):
+    """A tiny model whose special tokens never win greedy decoding, so transcripts are not empty."""
+    model = WhisperASR.load(tiny_dir)
+    with torch.no_grad():
+        model.model.model.decoder.embed_tokens.weight[256:] = 0  # tied to proj_out: special logits are 0
+    return model
+
+
+def greedy(asr: WhisperASR, hidden, start: list[int], steps: int) -> list[list[int]]:
+    """Reference decoder: plain argmax from an explicit start sequence, begin-suppression applied."""
+    out = []
+    for row in range(hidden.shape[0]):
+        ids = list(start)
+        for step in range(steps):
+            with torch.no_grad():
+                logits = asr.model(encoder_outputs=(hidden[row:row + 1],),
+                                   decoder_input_ids=torch.tensor([ids])).logits[0, -1]
+            if step == 0:
+                logits[asr.generation_config.begin_suppress_tokens] = -float("inf")
+            ids.append(int(logits.argmax()))
+            if ids[-1] == asr.eot_id:
+                break
+        out.append(ids[len(start):])
+    return out
+
+
+def decode(asr: WhisperASR, ids: list[int]) -> str:
+    return asr.tokenizer.decode([i for i in ids if i != asr.eot_id], skip_special_tokens=True).strip()
+
+
+# ------------------------------------------------------------------ loading and prefix
+
+
+def test_saved_dir_is_a_complete_transformers_dir(tiny_dir):
+    names = {p.name for p in tiny_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= names
+    gen = json.loads((tiny_dir / "generation_config.json").read_text())
+    assert gen["lang_to_id"]["<|es|>"] > gen["decoder_start_token_id"]
+    assert gen["task_to_id"]["transcribe"] and gen["no_timestamps_token_id"]
+
+
+def test_load_missing_dir_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        WhisperASR.load(tmp_path / "nowhere")
+
+
+def test_prefix_tokens_are_explicit(asr):
+    tok = asr.tokenizer
+    expected = tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|es|>", "<|transcribe|>", "<|notimestamps|>"])
+    assert asr.prefix_tokens("es") == expected
+    assert asr.prefix_tokens("es", timestamps=True) == expected[:3]
+    assert asr.prefix_tokens("en", task="translate")[1:3] == tok.convert_tokens_to_ids(["<|en|>", "<|translate|>"])
+    with pytest.raises(ValueError, match="'xx'"):
+        asr.prefix_tokens("xx")
+    with pytest.raises(ValueError, match="summarize"):
+        asr.prefix_tokens("es", task="summarize")
+
+
+def test_complete_generation_config_fills_missing_fields(asr):
+    from transformers import GenerationConfig
+
+    gen = complete_generation_config(GenerationConfig(), asr.tokenizer)
+    assert gen.lang_to_id["<|es|>"] == asr.prefix_tokens("es")[1]
+    assert gen.task_to_id["transcribe"] == asr.prefix_tokens("es")[2]
+    assert gen.no_timestamps_token_id == asr.prefix_tokens("es")[3]
+    assert gen.decoder_start_token_id == asr.sot_id and gen.is_multilingual
+
+
+# ------------------------------------------------------------------ labels
+
+
+def test_labels_shift_pad_and_mask_the_prefix(asr):
+    labels, dec = asr.labels(["hola", "buenos días"], "es")
+    prefix = asr.prefix_tokens("es")
+    assert labels.shape == dec.shape
+    assert (dec[:, :4] == torch.tensor(prefix)).all()
+    assert (labels[:, :3] == -100).all()  # forced tokens are not learned
+    text_ids = asr.tokenizer.encode(" hola", add_special_tokens=False)
+    n = len(text_ids)
+    assert labels[0, 3:3 + n].tolist() == text_ids  # first text token is predicted from <|notimestamps|>
+    assert labels[0, 3 + n] == asr.eot_id
+    assert (labels[0, 4 + n:] == -100).all() and (dec[0, 4 + n:] == asr.eot_id).all()
+    assert labels[1, -1] == asr.eot_id  # the longest row has no padding
+    for row in range(2):  # labels are the decoder inputs shifted left
+        real = labels[row] != -100
+        idx = real.nonzero().flatten()
+        assert (labels[row, idx[:-1]] == dec[row, idx[:-1] + 1]).all()
+    assert decode(asr, labels[1][labels[1] != -100].tolist()) == "buenos días"
+
+
+def test_long_labels_are_reported_not_cut(tiny_dir):
+    short = WhisperASR.load(tiny_dir, max_label_tokens=12)
+    assert len(short.token_sequences(["hola"], "es")[0]) == 4 + 5 + 1
+    with pytest.raises(LabelTooLong, match="id=b") as info:
+        short.labels(["hola", "una frase bastante larga", "otra frase larga"], "es", ids=["a", "b", "c"])
+    assert [i for i, _ in info.value.items] == ["b", "c"]
+    assert all(n > 12 for _, n in info.value.items)
+    with pytest.raises(ValueError, match="id=z: field 'text' is empty"):
+        short.labels(["  "], "es", ids=["z"])
+    with pytest.raises(ValueError, match="max_label_tokens"):
+        WhisperASR.load(tiny_dir, max_label_tokens=1000)
+
+
+def test_collate_tokens_masks_prefix_of_each_row():
+    labels, dec = collate_tokens([[1, 2, 3, 4, 9, 0], [1, 2, 3, 4, 0]], num_prefix=4, pad_id=0)
+    assert dec.tolist() == [[1, 2, 3, 4, 9], [1, 2, 3, 4, 0]]
+    assert labels.tolist() == [[-100, -100, -100, 9, 0], [-100, -100, -100, 0, -100]]
+
+
+# ------------------------------------------------------------------ features and encoder stages
+
+
+def test_features_shape_and_30s_limit(asr):
+    feats = asr.features([tone(440), tone(880, 2.5)])
+    assert feats.shape == (2, 80, 3000) and feats.dtype == torch.float32
+    with pytest.raises(ValueError, match="id=long"):
+        asr.features([tone(440, 31.0)], ids=["long"])
+
+
+def test_encoder_stages_compose_to_the_encoder(asr):
+    feats = asr.features([tone(300), tone(600)])
+    with torch.no_grad():
+        ref = asr.model.model.encoder(feats).last_hidden_state
+        full = asr.encode(feats)
+        assert torch.allclose(full, ref, atol=1e-5)
+        for split in range(1, num_encoder_stages(asr.model)):
+            head = asr.encode(feats, 0, split)
+            assert torch.allclose(asr.encode(head, split), ref, atol=1e-5), split
+    with pytest.raises(ValueError, match="outside"):
+        asr.encode(feats, 3, 1)
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def test_transcribe_forces_language_and_task(talkative):
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
+    hyps = talkative.transcribe(audios, "es", batch_size=2, max_new_tokens=6)
+    assert len(hyps) == 3 and all(isinstance(h, str) and h for h in hyps)
+    hidden = talkative.encode(talkative.features(audios))
+    expected = [decode(talkative, ids) for ids in greedy(talkative, hidden, talkative.prefix_tokens("es"), 6)]
+    assert hyps == expected
+    beams = talkative.transcribe(audios[:1], "es", num_beams=2, max_new_tokens=6)
+    assert len(beams) == 1 and isinstance(beams[0], str)
+
+
+def test_transcribe_with_prompt_conditions_but_strips_it(talkative):
+    audios = [tone(300), tone(700, 0.6)]
+    prompt = "consulta de cardiología"
+    hyps = talkative.transcribe(audios, "es", prompt=prompt, max_new_tokens=6)
+    prompt_ids = talkative.tokenizer.get_prompt_ids(prompt, return_tensors="np").tolist()
+    start = prompt_ids + talkative.prefix_tokens("es")
+    hidden = talkative.encode(talkative.features(audios))
+    assert hyps == [decode(talkative, ids) for ids in greedy(talkative, hidden, start, 6)]
+    assert not any(h.startswith(prompt) for h in hyps)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        talkative.transcribe(audios[:1], "es", prompt=prompt, max_new_tokens=440)
+
+
+def test_long_prompt_keeps_its_last_223_tokens(talkative, caplog):
+    audios = [tone(300)]
+    prompt = ", ".join(f"término{i}" for i in range(200))
+    ids = talkative.tokenizer.get_prompt_ids(prompt, return_tensors="np").tolist()
+    assert len(ids) - 1 > 223
+    with caplog.at_level("WARNING"):
+        hyps = talkative.transcribe(audios, "es", prompt=prompt, max_new_tokens=6)
+    assert "only its last 223 are used" in caplog.text
+    start = ids[:1] + ids[-223:] + talkative.prefix_tokens("es")
+    hidden = talkative.encode(talkative.features(audios))
+    assert hyps == [decode(talkative, row) for row in greedy(talkative, hidden, start, 6)]
+
+
+def test_transcribe_encoded_equals_transcribe(talkative):
+    audios = [tone(500), tone(900, 0.8)]
+    hidden = talkative.encode(talkative.features(audios))
+    assert talkative.transcribe_encoded(hidden, "es", max_new_tokens=5) == \
+        talkative.transcribe(audios, "es", max_new_tokens=5)
+
+
+def test_low_precision_model_and_autocast_decode(tiny_dir, asr):
+    audios = [tone(500), tone(900, 0.8)]
+    half = WhisperASR.load(tiny_dir, dtype=torch.bfloat16)
+    assert half.model.dtype == torch.bfloat16
+    assert len(half.transcribe(audios, "es", max_new_tokens=3)) == 2
+    hidden = asr.encode(asr.features(audios))  # float32 rows into a bf16 model
+    assert len(half.transcribe_encoded(hidden, "es", max_new_tokens=3)) == 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert len(asr.transcribe(audios, "es", max_new_tokens=3)) == 2
+
+
+# ------------------------------------------------------------------ SpecAugment and the collator
+
+
+def test_spec_augment_is_seeded_and_bounded():
+    feats = torch.randn(2, 80, 3000)
+    config = SpecAugmentConfig(time_masks=2, time_mask_frames=30, freq_masks=1, freq_mask_bins=8, seed=5)
+    a = spec_augment(feats, [500, 3000], config, [(0, 1), (0, 2)])
+    b = spec_augment(feats, [500, 3000], config, [(0, 1), (0, 2)])
+    c = spec_augment(feats, [500, 3000], config, [(1, 1), (1, 2)])
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a, feats) and torch.equal(feats, feats.clone())  # input untouched
+    changed_frames = (a[0] != feats[0]).any(dim=0).nonzero().flatten()
+    freq_rows = (a[0] != feats[0]).all(dim=1).sum()
+    assert freq_rows <= 8
+    if freq_rows == 0:  # time masks stay inside the real audio (500 frames)
+        assert changed_frames.max() < 500
+    with pytest.raises(ValueError, match="time_masks"):
+        SpecAugmentConfig(time_masks=-1)
+
+
+def test_collator_builds_batches_from_audio_and_rows(asr):
+    tokens = asr.token_sequences(["hola", "buenos días"], "es")
+    examples = [{"index": i, "input": tone(400 + 100 * i), "tokens": t, "epoch": 0} for i, t in enumerate(tokens)]
+    batch = WhisperCollator(asr, num_prefix=4, from_audio=True)(examples)
+    assert batch["encoder_input"].shape == (2, 80, 3000)
+    assert batch["index"].tolist() == [0, 1]
+    labels, dec = asr.labels(["hola", "buenos días"], "es")
+    assert torch.equal(batch["labels"], labels) and torch.equal(batch["decoder_input_ids"], dec)
+    spec = WhisperCollator(asr, num_prefix=4, from_audio=True, spec=SpecAugmentConfig())(examples)
+    assert not torch.equal(spec["encoder_input"], batch["encoder_input"])
+    rows = [{"index": i, "input": np.ones((1500, 64), np.float16) * i, "tokens": t, "epoch": 0}
+            for i, t in enumerate(tokens)]
+    cached = WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)
+    assert cached["encoder_input"].dtype == torch.float32 and cached["encoder_input"][1].eq(1).all()
+
+
+@pytest.mark.parametrize("stage", [None, 1, 3])
+def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, stage):
+    import soundfile as sf
+
+    from speechtl.data.manifest import Utterance
+    from speechtl.models.encoder_cache import CachedEncoderTranscriber
+
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
+    utts = []
+    for i, audio in enumerate(audios):
+        sf.write(tmp_path / f"u{i}.wav", audio, SR)
+        utts.append(Utterance(f"u{i}", str(tmp_path / f"u{i}.wav"), "x", duration=len(audio) / SR))
+    cached = CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=stage)
+    assert cached.prepare(utts).built == 3 and cached.prepare(utts).built == 0
+    expected = talkative.transcribe(audios, "es")  # one batch: the same duration-bounded token budget
+    assert cached.transcribe_utterances(utts, "es") == expected
+    with pytest.raises(ValueError, match="stage 0"):
+        CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=0)

@@ -1,0 +1,96 @@
+"""WiSE-FT weight interpolation: exact endpoints, shared tensors untouched, alpha chosen on dev data only."""
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from speechtl.train.interpolate import Interpolator, interpolate, select_alpha  # noqa: E402
+from speechtl.models.whisper import save_random_whisper  # noqa: E402
+
+
+def _states():
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(4, 3, generator=g), "frozen": torch.randn(5, generator=g),
+            "half": torch.randn(6, generator=g).to(torch.bfloat16), "steps": torch.tensor([3])}
+    adapted = {"w": torch.randn(4, 3, generator=g), "frozen": base["frozen"].clone(),
+               "half": torch.randn(6, generator=g).to(torch.bfloat16), "steps": torch.tensor([3])}
+    return base, adapted
+
+
+@pytest.mark.parametrize("alpha,expected", [(0.0, "base"), (1.0, "adapted")])
+def test_endpoints_are_exactly_the_two_models(alpha, expected):
+    base, adapted = _states()
+    mixed = interpolate(base, adapted, alpha)
+    want = base if expected == "base" else adapted
+    for name in base:
+        assert torch.equal(mixed[name], want[name]) and mixed[name].dtype == want[name].dtype, name
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75])
+def test_a_mix_is_the_weighted_sum_and_leaves_shared_tensors_bit_identical(alpha):
+    base, adapted = _states()
+    mixed = interpolate(base, adapted, alpha)
+    assert torch.allclose(mixed["w"], (1 - alpha) * base["w"] + alpha * adapted["w"], atol=1e-6)
+    assert not torch.equal(mixed["w"], base["w"]) and not torch.equal(mixed["w"], adapted["w"])
+    assert torch.equal(mixed["frozen"], base["frozen"])  # (1-a)x + ax may round away from x: it must not
+    assert mixed["half"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda b, a: a.pop("w"), "differ in parameters"),
+    (lambda b, a: a.__setitem__("w", torch.zeros(3, 4)), "has shape"),
+])
+def test_models_that_do_not_match_are_refused(change, message):
+    base, adapted = _states()
+    change(base, adapted)
+    with pytest.raises(ValueError, match=message):
+        interpolate(base, adapted, 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(*_states(), 1.5)
+
+
+def test_select_alpha_decodes_only_the_dev_sets_it_is_given_and_keeps_the_lowest_mean():
+    curves = {"domain/dev": {0.0: 0.30, 0.5: 0.12, 1.0: 0.08}, "general/dev": {0.0: 0.20, 0.5: 0.21, 1.0: 0.40}}
+    calls = []
+
+    def dev_wer(alpha, ref, manifest):
+        calls.append((alpha, ref, manifest))
+        return curves[ref][alpha]
+
+    dev = {"domain/dev": Path("domain/dev.jsonl"), "general/dev": Path("general/dev.jsonl")}
+    choice = select_alpha([1.0, 0.0, 0.5], dev, dev_wer)
+    assert choice["alpha"] == 0.5  # means: 0.25, 0.165, 0.24
+    assert {ref for _, ref, _ in calls} == set(dev) and {m for _, _, m in calls} == set(dev.values())
+    assert [c["alpha"] for c in choice["candidates"]] == [0.0, 0.5, 1.0]
+    assert choice["dev_sets"] == ["domain/dev", "general/dev"]
+
+
+def test_select_alpha_breaks_a_tie_toward_the_base_model_and_needs_a_dev_set():
+    assert select_alpha([0.0, 0.5, 1.0], {"d/dev": Path("x")}, lambda a, r, m: 0.1)["alpha"] == 0.0
+    with pytest.raises(ValueError, match="no dev set"):
+        select_alpha([0.5], {}, lambda a, r, m: 0.0)
+
+
+def test_interpolator_sets_weights_and_saves_a_loadable_model(tmp_path):
+    from speechtl.models.whisper import WhisperASR
+
+    base_dir = save_random_whisper(tmp_path / "base", seed=1)
+    trained = WhisperASR.load(base_dir)
+    with torch.no_grad():  # "training" moved the decoder only
+        for p in trained.model.model.decoder.parameters():
+            p.add_(0.01)
+    trained.save(tmp_path / "trained")
+    interp = Interpolator(base_dir, tmp_path / "trained")
+    base_sd = WhisperASR.load(base_dir).model.state_dict()
+    for name, value in interp.at(0.0).model.state_dict().items():
+        assert torch.equal(value, base_sd[name]), name
+    out = interp.save(0.5, tmp_path / "mixed")
+    mixed = WhisperASR.load(out).model.state_dict()
+    trained_sd = WhisperASR.load(tmp_path / "trained").model.state_dict()
+    enc = "model.encoder.layers.0.fc1.weight"
+    dec = "model.decoder.layers.0.fc1.weight"
+    assert torch.equal(mixed[enc], base_sd[enc])  # shared weights untouched: encoder caches stay valid
+    assert torch.allclose(mixed[dec], (base_sd[dec] + trained_sd[dec]) / 2, atol=1e-6)
+    assert not (tmp_path / ".mixed.tmp").exists() and not (tmp_path / ".mixed.old").exists()

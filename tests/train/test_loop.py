@@ -1,0 +1,355 @@
+"""Tests for speechtl.train.loop, speechtl.train.strategies and speechtl.models.encoder_cache (tiny random Whisper)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("accelerate")
+pytest.importorskip("peft")
+
+from safetensors.torch import load_file  # noqa: E402
+from tone_corpus import tone_rows, write_tone  # noqa: E402
+
+from speechtl.data.manifest import read_manifest, write_jsonl  # noqa: E402
+from speechtl.models.encoder_cache import cache_whisper_encoder  # noqa: E402
+from speechtl.models.whisper import WhisperASR, num_encoder_stages, save_random_whisper  # noqa: E402
+from speechtl.train.strategies import (  # noqa: E402
+    LengthBucketSampler,
+    apply_strategy,
+    frozen_prefix,
+    merge_lora_state_dict,
+    normalize_hypothesis,
+    set_dropout,
+    train_module,
+    training_items,
+)
+from speechtl.text.normalize import get_normalizer  # noqa: E402
+from speechtl.train.loop import TrainConfig, TrainEvent, train  # noqa: E402
+
+TEXTS = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
+NORM = get_normalizer("es")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("corpus")
+    rows = tone_rows(root, TEXTS)
+    write_jsonl(root / "train.jsonl", rows)
+    write_jsonl(root / "dev.jsonl", rows[:3])
+    return {"root": root, "train": root / "train.jsonl", "dev": root / "dev.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_random_whisper(tmp_path_factory.mktemp("model") / "tiny", seed=2)
+
+
+def quick(**overrides) -> TrainConfig:
+    settings = dict(max_steps=8, batch_size=2, learning_rate=3e-3, warmup_steps=1, eval_every_steps=8,
+                    eval_at_start=False, eval_max_new_tokens=4, log_every_steps=1, top_k=1, lora_r=4, lora_alpha=8)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def losses(history: Path) -> list[float]:
+    rows = [json.loads(line) for line in history.read_text().splitlines()]
+    return [r["loss"] for r in rows if r["loss"] is not None]
+
+
+# ------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("strategy", "bogus", "TrainConfig.strategy must be one of"),
+    ("top_k", 0, "TrainConfig.top_k must be an integer >= 1"),
+    ("batch_size", 2.5, "TrainConfig.batch_size"),
+    ("learning_rate", 0.0, "TrainConfig.learning_rate must be a number > 0"),
+    ("lora_dropout", 1.5, "TrainConfig.lora_dropout"),
+    ("lora_targets", (), "TrainConfig.lora_targets"),
+    ("mixed_precision", "fp8", "TrainConfig.mixed_precision"),
+    ("max_steps", 0, "TrainConfig.max_steps"),
+    ("early_stopping_patience", 0, "TrainConfig.early_stopping_patience"),
+    ("max_grad_norm", -1.0, "TrainConfig.max_grad_norm"),
+    ("max_train_time_s", float("nan"), "TrainConfig.max_train_time_s"),
+    ("long_labels", "cut", "TrainConfig.long_labels"),
+    ("freeze_embeddings", "yes", "TrainConfig.freeze_embeddings must be true or false"),
+    ("lang", "ES", "TrainConfig.lang"),
+    ("spec_augment", True, "TrainConfig.spec_augment needs cache_encoder=false"),
+    ("eval_at_start", 1, "TrainConfig.eval_at_start"),
+    ("dropout", 1.0, "TrainConfig.dropout must be a number >= 0 and <= 0.9"),
+])
+def test_config_errors_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        TrainConfig(**{field: value})
+
+
+def test_config_from_dict():
+    config = TrainConfig.from_dict({"strategy": "lora", "lora_targets": ["q_proj", "v_proj"]})
+    assert config.lora_targets == ("q_proj", "v_proj") and config.peak_learning_rate == 1e-3
+    assert TrainConfig(spec_augment=True, cache_encoder=False).spec_augment
+    with pytest.raises(ValueError, match="unknown train setting.*'epochs'"):
+        TrainConfig.from_dict({"epochs": 3})
+
+
+# ------------------------------------------------------------------ data helpers
+
+
+def test_length_bucket_sampler_is_seeded_and_complete():
+    lengths = list(np.random.default_rng(0).integers(5, 50, size=23))
+    sampler = LengthBucketSampler(lengths, batch_size=4, bucket_batches=2, seed=7)
+    first = sampler.batches()
+    assert first == sampler.batches() and len(first) == len(sampler) == 6
+    assert sorted(i for b in first for i in b) == list(range(23))
+    for batch in first:  # sorted inside each window: a batch never mixes across its window's order
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+    sampler.use_epoch(1)
+    assert sampler.batches() != first
+
+
+def test_long_labels_error_or_skip(tiny, corpus):
+    asr = WhisperASR.load(tiny, max_label_tokens=12)
+    utts = read_manifest(corpus["train"])[:3]  # "hola" fits, "buenos días" and "gracias" do not
+    with pytest.raises(ValueError, match="id=u1"):
+        training_items(utts, asr, lang="es", task="transcribe", long_labels="error", where="train.jsonl")
+    kept, tokens, skipped = training_items(utts, asr, lang="es", task="transcribe", long_labels="skip",
+                                           where="train.jsonl")
+    assert [u.id for u in kept] == ["u0"] and len(tokens) == 1
+    assert [s.id for s in skipped] == ["u1", "u2"] and skipped[0].reason == "label_too_long"
+
+
+def test_normalize_hypothesis_keeps_errors_visible():
+    assert normalize_hypothesis(NORM, "¡Hola, Señor!") == "hola señor"
+    assert normalize_hypothesis(NORM, "...") == ""
+    assert normalize_hypothesis(NORM, "hola ωμέγα") == "hola ωμέγα"  # off-alphabet text counts as errors
+
+
+# ------------------------------------------------------------------ encoder cache
+
+
+def test_encoder_cache_hits_and_invalidation(tiny, corpus, tmp_path):
+    asr = WhisperASR.load(tiny)
+    utts = read_manifest(corpus["train"])[:4]
+    for i, utt in enumerate(utts):  # private copies of the audio: one gets rewritten below
+        path = tmp_path / f"{utt.id}.wav"
+        path.write_bytes(Path(utt.audio_filepath).read_bytes())
+        utts[i] = type(utt)(id=utt.id, audio_filepath=str(path), text=utt.text)
+    stage = num_encoder_stages(asr.model)
+    root = tmp_path / "cache"
+    rows, stats = cache_whisper_encoder(asr, utts, stage, root, precision="no", batch_size=3)
+    assert (stats.hits, stats.built) == (0, 4)
+    with torch.no_grad():
+        ref = asr.model.model.encoder(asr.features([np.asarray(sf.read(u.audio_filepath)[0], np.float32)
+                                                     for u in utts])).last_hidden_state.numpy()
+    assert rows.rows(range(4)).dtype == np.float16
+    np.testing.assert_allclose(rows.rows(range(4)).astype(np.float32), ref, atol=2e-2, rtol=1e-2)
+
+    again, stats = cache_whisper_encoder(asr, utts, stage, root, precision="no")
+    assert (stats.hits, stats.built) == (4, 0)
+    assert np.array_equal(again.rows(range(4)), rows.rows(range(4)))
+
+    write_tone(Path(utts[1].audio_filepath), 3000, 0.9)  # edited audio: new size and mtime
+    edited, stats = cache_whisper_encoder(asr, utts, stage, root, precision="no")
+    assert (stats.hits, stats.built) == (3, 1)
+    assert not np.array_equal(edited[1], rows[1]) and np.array_equal(edited[2], rows[2])
+
+    with torch.no_grad():
+        asr.model.model.encoder.conv1.weight.add_(0.01)  # other weights: another model key
+    _, stats = cache_whisper_encoder(asr, utts, stage, root, precision="no")
+    assert (stats.hits, stats.built) == (0, 4)
+    _, stats = cache_whisper_encoder(asr, utts, 2, root, precision="no")  # another stage: another key
+    assert stats.built == 4
+
+
+# ------------------------------------------------------------------ strategies
+
+
+def test_lora_merge_matches_the_adapted_model(tiny):
+    asr = WhisperASR.load(tiny)
+    setup = apply_strategy(asr.model, "lora", lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in asr.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    feats = torch.randn(2, 80, 3000)
+    dec = torch.tensor([asr.prefix_tokens("es") + [70, 71]] * 2)
+    with torch.no_grad():
+        adapted = asr.model(input_features=feats, decoder_input_ids=dec).logits
+        merged_sd = merge_lora_state_dict(asr.model.state_dict(), setup.lora_scaling)
+        plain = WhisperASR.load(tiny).model
+        assert not torch.allclose(plain(input_features=feats, decoder_input_ids=dec).logits, adapted, atol=1e-3)
+        missing, unexpected = plain.load_state_dict(merged_sd, strict=False)
+        assert not unexpected and set(missing) <= {"proj_out.weight"}
+        merged = plain(input_features=feats, decoder_input_ids=dec).logits
+    assert torch.allclose(merged, adapted, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy,top_k", [("head", 2), ("top-k", 1), ("top-k", 2)])
+def test_frozen_prefix_matches_the_applied_strategy(tiny, strategy, top_k):
+    asr = WhisperASR.load(tiny)
+    setup = apply_strategy(asr.model, strategy, top_k=top_k)
+    assert frozen_prefix(strategy, len(asr.model.model.encoder.layers), top_k) == setup.frozen_stages
+
+
+def test_dropout_reaches_the_layers_and_only_acts_in_training(tiny):
+    asr = WhisperASR.load(tiny)
+    assert set_dropout(asr.model, 0.3) == 2 + len(asr.model.model.encoder.layers) + len(asr.model.model.decoder.layers)
+    assert all(layer.dropout == 0.3 for layer in asr.model.model.decoder.layers)
+    assert asr.model.model.decoder.layers[0].self_attn.dropout == 0.0  # attention dropout is a separate setting
+    feats = torch.randn(1, 80, 3000)
+    dec = torch.tensor([asr.prefix_tokens("es") + [70, 71]])
+    with torch.no_grad():
+        asr.model.eval()
+        assert torch.equal(asr.model(input_features=feats, decoder_input_ids=dec).logits,
+                           asr.model(input_features=feats, decoder_input_ids=dec).logits)
+        asr.model.train()
+        torch.manual_seed(0)
+        a = asr.model(input_features=feats, decoder_input_ids=dec).logits
+        b = asr.model(input_features=feats, decoder_input_ids=dec).logits
+    assert not torch.allclose(a, b)
+
+
+EXPECTED_GROUPS = {
+    "head": {"decoder"},
+    "top-k": {"decoder", "encoder", "encoder.layers.1"},
+    "full": {"decoder", "encoder", "encoder.layers.0", "encoder.layers.1"},
+}
+
+
+@pytest.mark.parametrize("strategy", ["head", "top-k", "lora", "full"])
+def test_strategy_trains_the_right_parameters(strategy, tiny, corpus, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny, corpus["train"], corpus["dev"], out, quick(strategy=strategy, mixed_precision="no"), NORM)
+    assert result.steps == 8 and result.stop_reason == "max_steps" and result.strategy == strategy
+    curve = losses(result.history_path)
+    assert len(curve) == 8 and np.mean(curve[-2:]) < np.mean(curve[:2])  # tiny overfit set: loss goes down
+    expected_stage = {"head": 4, "top-k": 2, "lora": 1, "full": 0}[strategy]
+    assert result.cache_stage == expected_stage and (result.cache_build_s > 0) == (expected_stage > 0)
+
+    original = load_file(str(tiny / "model.safetensors"))
+    trained = {k.removeprefix("whisper."): v for k, v in load_file(str(out / "last" / "model.safetensors")).items()}
+    if strategy == "lora":
+        base = {k.replace(".base_layer", ""): v for k, v in trained.items() if "lora_" not in k}
+        assert all(torch.equal(base[k], original[k]) for k in original if k in base)  # base weights frozen
+        assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)
+        assert result.trainable_params == sum(v.numel() for k, v in trained.items() if "lora_" in k)
+    else:
+        changed = {k for k in original if k in trained and not torch.equal(original[k], trained[k])}
+        frozen = {"head": ("model.encoder.",), "top-k": ("model.encoder.conv", "model.encoder.layers.0."),
+                  "full": ("model.encoder.embed_positions",)}[strategy]
+        assert not {k for k in changed if k.startswith(frozen)}, "frozen parameters moved"
+        assert any(k.startswith("model.decoder.layers.") for k in changed)
+        if strategy == "top-k":
+            assert any(k.startswith("model.encoder.layers.1.") for k in changed)
+        if strategy == "full":
+            assert "model.encoder.conv1.weight" in changed
+        fresh = WhisperASR.load(tiny)
+        setup = apply_strategy(fresh.model, strategy, top_k=1)
+        assert set(setup.groups) == EXPECTED_GROUPS[strategy] and result.trainable_params == setup.trainable_params
+
+    best = WhisperASR.load(result.best_dir)  # a plain transformers dir, LoRA merged
+    assert not any("lora" in k for k in best.model.state_dict())
+    assert json.loads((result.best_dir / "speechtl_train.json").read_text())["step"] == 8
+    if strategy == "lora":  # the merged export computes what the adapted model computes
+        check = WhisperASR.load(tiny)
+        apply_strategy(check.model, "lora", lora_r=4, lora_alpha=8)
+        module = train_module(check.model, 0, 0).eval()
+        missing = module.load_state_dict(load_file(str(out / "last" / "model.safetensors")), strict=False).missing_keys
+        assert set(missing) <= {"whisper.proj_out.weight"}
+        feats = torch.randn(1, 80, 3000)
+        dec = torch.tensor([check.prefix_tokens("es") + [80, 81, 82]])
+        with torch.no_grad():
+            ref = check.model(input_features=feats, decoder_input_ids=dec).logits
+            got = best.model(input_features=feats, decoder_input_ids=dec).logits
+        assert torch.allclose(ref, got, atol=1e-4)
+
+
+def test_spec_augment_without_cache_keeps_the_encoder_frozen(tiny, corpus, tmp_path):
+    config = quick(strategy="head", max_steps=2, eval_every_steps=2, spec_augment=True, cache_encoder=False)
+    result = train(tiny, corpus["train"], corpus["dev"], tmp_path / "run", config, NORM)
+    assert result.cache_stage == 0 and result.steps == 2
+    trained = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    original = load_file(str(tiny / "model.safetensors"))
+    assert all(torch.equal(trained["whisper." + k], v) for k, v in original.items() if k.startswith("model.encoder"))
+
+
+# ------------------------------------------------------------------ loop control
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(corpus, tmp_path):
+    model = save_random_whisper(tmp_path / "drop", seed=4, dropout=0.1)  # dropout: RNG state must resume too
+    config = quick(strategy="top-k", max_steps=6, grad_accum_steps=2, eval_every_steps=3, eval_at_start=True,
+                   warmup_steps=2, mixed_precision="no")
+    straight = train(model, corpus["train"], corpus["dev"], tmp_path / "a", config, NORM)
+
+    def crash(event: TrainEvent) -> None:
+        if event.kind == "step" and event.step == 4:
+            raise KeyboardInterrupt("simulated crash")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, corpus["train"], corpus["dev"], tmp_path / "b", config, NORM, crash)
+    assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["state"]["step"] == 3
+    with pytest.raises(FileExistsError, match="resume=True"):
+        train(model, corpus["train"], corpus["dev"], tmp_path / "b", config, NORM)
+    changed = dataclasses.replace(config, learning_rate=1e-3)
+    with pytest.raises(ValueError, match="learning_rate"):
+        train(model, corpus["train"], corpus["dev"], tmp_path / "b", changed, NORM, resume=True)
+    resumed = train(model, corpus["train"], corpus["dev"], tmp_path / "b", config, NORM, resume=True)
+
+    assert resumed.steps == straight.steps == 6
+    assert resumed.weights_sha256 == straight.weights_sha256
+    assert resumed.best_dev_wer == straight.best_dev_wer and resumed.best_step == straight.best_step
+    assert resumed.cache_stage == 2 and resumed.cache_build_s == 0  # the crashed run's cache is reused
+    a = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(straight.history_path) == losses(resumed.history_path)
+
+
+def test_early_stopping_and_time_budget(tiny, corpus, tmp_path):
+    patient = quick(strategy="head", max_steps=50, learning_rate=1e-12, eval_every_steps=1, eval_at_start=True,
+                    early_stopping_patience=2)
+    result = train(tiny, corpus["train"], corpus["dev"], tmp_path / "stop", patient, NORM)
+    assert result.stop_reason == "early_stopping" and result.steps == 2 and result.best_step == 0
+    assert result.baseline_dev_wer == result.best_dev_wer
+
+    budget = quick(strategy="head", max_steps=50, max_train_time_s=1e-6)
+    result = train(tiny, corpus["train"], corpus["dev"], tmp_path / "budget", budget, NORM)
+    assert result.stop_reason == "time_budget" and result.steps == 1
+    assert result.best_dir is not None and result.best_step == 1  # the final model is always evaluated
+
+
+# ------------------------------------------------------------------ several processes
+
+
+def test_two_processes_share_data_and_end_equal(tiny, corpus, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    worker = Path(__file__).resolve().parents[1] / "accelerate_worker.py"
+    report = tmp_path / "report"
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless mpirun is configured (accelerate
+    # 1.15); the torchrun-based launcher with ACCELERATE_USE_CPU gives two CPU processes on gloo, GPU or not.
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", str(worker),
+           str(tiny), str(corpus["train"]), str(corpus["dev"]), str(tmp_path / "out"), str(report)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["num_processes"] == 2 and len(r["steps"]) == 4 for r in ranks)
+    for epoch in (0, 1):  # 8 utterances, batch 2, 2 processes: 2 steps per epoch each
+        seen = [{i for step in r["steps"][2 * epoch:2 * epoch + 2] for i in step} for r in ranks]
+        assert not seen[0] & seen[1], "both processes trained on the same utterances"
+        assert seen[0] | seen[1] == {f"u{i}" for i in range(8)}
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["best_dev_wer"] == ranks[1]["best_dev_wer"]
+    assert (tmp_path / "out" / "best" / "model.safetensors").is_file()
