@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 
 from speechtl.evaluate.decode import evaluate_manifest
-from speechtl.runtimes.transcribers import FasterWhisperTranscriber
 from speechtl.models.whisper import WhisperASR
+from speechtl.runtimes.transcribers import FasterWhisperTranscriber
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,7 +114,7 @@ def main() -> int:
     out_dir = args.out or args.run_dir
     browser = find_browser()
     if args.regenerate:
-        from speechtl.report.markdown import regenerate
+        from speechtl.report.write import regenerate
 
         regenerate(args.run_dir, out_dir)
     report = out_dir / "report.html"

@@ -25,14 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from speechtl.audio import load as load_audio
-from speechtl.evaluate.scoring import score, scoring_normalizer
 from speechtl.data.manifest import read_manifest, write_jsonl
+from speechtl.evaluate.scoring import score, scoring_normalizer
 from speechtl.models.registry import resolve
 from speechtl.models.whisper import WhisperASR
-from speechtl.train.loop import train
 from speechtl.train.config import TrainConfig, resolve_mixed_precision
+from speechtl.train.loop import train
 
 
 def dev_wer(model_dir: Path, dev, lang: str) -> float:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.fsio import atomic_file
+
 log = logging.getLogger(__name__)
 
 TARGET_SAMPLE_RATE = 16000
@@ -442,15 +444,8 @@ def write_audio(path: Path | str, samples: np.ndarray, sample_rate: int, output_
         samples = samples.astype(np.float32)
     if float(samples.max()) > 1.0 or float(samples.min()) < -1.0:
         samples = np.clip(samples, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, samples, sample_rate, subtype="PCM_16", format=output_format.upper())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as handle:
+        sf.write(handle, samples, sample_rate, subtype="PCM_16", format=output_format.upper())
 
 
 def prepare_file(dst: Path | str, config: AudioConfig, *, src: Path | str | None = None,

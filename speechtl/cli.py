@@ -9,6 +9,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from speechtl.adapt.run import adapt
+from speechtl.audio import AudioConfig, decode, process
+from speechtl.config import load_recipe
+from speechtl.data.importers import detect_format, read_corpus
+from speechtl.data.manifest import SplitConfig, read_manifest, summarize, validate
+from speechtl.data.prepare import PrepareConfig, prepare, write_splits
+from speechtl.data.synth.channel import ChannelConfig
+from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
+from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.scoring import read_terms
+from speechtl.export.parity import export
+from speechtl.fsio import atomic_write_text
+from speechtl.models.registry import resolve
+from speechtl.models.wav2vec2 import CtcASR, architecture
+from speechtl.models.whisper import WhisperASR
+from speechtl.report.compare import compare, markdown_table
+from speechtl.serve.app import serve
+
 log = logging.getLogger("speechtl")
 
 
@@ -50,8 +68,6 @@ def _print_summary(summary: dict[str, Any], out_dir: Path, splits: dict[str, Any
 
 
 def _split_config(args: argparse.Namespace):
-    from speechtl.data.manifest import SplitConfig
-
     return SplitConfig(
         dev_share=args.dev_share,
         test_share=args.test_share,
@@ -62,9 +78,6 @@ def _split_config(args: argparse.Namespace):
 
 
 def _prepare_config(args: argparse.Namespace):
-    from speechtl.audio import AudioConfig
-    from speechtl.data.prepare import PrepareConfig
-
     audio = AudioConfig(
         max_duration_s=args.max_duration_s, min_duration_s=args.min_duration_s, output_format=args.audio_format
     )
@@ -74,9 +87,6 @@ def _prepare_config(args: argparse.Namespace):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from speechtl.data.importers import detect_format, read_corpus
-    from speechtl.data.prepare import prepare, write_splits
-
     source = args.source
     fmt = args.format or detect_format(Path(source))
     items = list(read_corpus(source, format=fmt, **_key_values(args.opt)))
@@ -92,10 +102,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from speechtl.data.synth.channel import ChannelConfig
-    from speechtl.data.prepare import prepare, write_splits
-    from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
-
     sentences = [s for path in args.sentences for s in read_sentences(Path(path))]
     channel = None
     if args.codec != "none" or args.snr_db or args.level_jitter_db:
@@ -131,8 +137,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from speechtl.data.manifest import read_manifest, summarize, validate
-
     status = 0
     for path in args.manifests:
         utts = read_manifest(path)
@@ -145,9 +149,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from speechtl.config import load_recipe
-    from speechtl.adapt.run import adapt
-
     overrides = _key_values(args.overrides)
     if args.data:
         overrides.update(_data_override(args.recipe, args.data))
@@ -171,18 +172,12 @@ def _data_override(recipe_path: str, data: str) -> dict[str, Any]:
 
 def _load_asr(model: str, lang: str):
     """Whisper, or a CTC model (a speechtl CTC run's output, a wav2vec2-family checkpoint with its head)."""
-    from speechtl.models.registry import resolve
-    from speechtl.models.wav2vec2 import CtcASR, architecture
-    from speechtl.models.whisper import WhisperASR
 
     hf_dir = resolve(model).hf_dir
     return CtcASR.load(hf_dir, lang=lang) if architecture(hf_dir) == "ctc" else WhisperASR.load(hf_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from speechtl.evaluate.decode import evaluate_manifest
-    from speechtl.evaluate.scoring import read_terms
-
     asr = _load_asr(args.model, args.lang)
     metrics = evaluate_manifest(
         asr, args.manifest, args.out, lang=args.lang, prompt=args.prompt,
@@ -198,21 +193,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from speechtl.report.compare import compare, markdown_table
-
     table = markdown_table(compare([Path(d) for d in args.dirs]))
     print(table, end="")
     if args.out:
-        from speechtl.data.manifest import atomic_write_text
-
         atomic_write_text(Path(args.out), table)
         print(f"written: {args.out}")
     return 0
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from speechtl.audio import AudioConfig, decode, process
-
     asr = _load_asr(args.model, args.lang)
     config = AudioConfig(trim=False, min_duration_s=0.0, segmentation=True)
     audios = []
@@ -225,8 +214,6 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from speechtl.export.parity import export
-
     result = export(args.source, args.format, out=args.out, quantization=args.quantization,
                     compute_type=args.compute_type, manifest=args.manifest, lang=args.lang,
                     margin_points=args.margin_points)
@@ -241,11 +228,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from speechtl.serve.app import serve
 
     model_dir = Path(args.model)
     if not model_dir.is_dir():  # a model name: resolved as eval/transcribe resolve it
-        from speechtl.models.registry import resolve
 
         model_dir = resolve(args.model).hf_dir
     api_key = args.api_key or os.environ.get("SPEECHTL_API_KEY") or None

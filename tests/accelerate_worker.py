@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from speechtl.text.normalize import get_normalizer
-from speechtl.train.loop import TrainConfig, TrainEvent, train
+from speechtl.train.config import TrainConfig
+from speechtl.train.loop import train
+from speechtl.train.parts import TrainEvent
 
 
 def main(model_dir: str, train_manifest: str, dev_manifest: str, out_dir: str, report_dir: str) -> None:

@@ -27,8 +27,18 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.audio import load as load_audio
 from speechtl.config import RecipeConfig
-from speechtl.data.manifest import Utterance, atomic_write_text, read_manifest, sentence_key
+from speechtl.data.manifest import Utterance, read_manifest, sentence_key
+from speechtl.data.synth.corpus import read_sentences
+from speechtl.evaluate.scoring import read_terms, score, scoring_normalizer
+from speechtl.fsio import atomic_write_text
+from speechtl.models.ctc.decode import BeamDecoder, greedy_decode
+from speechtl.models.ctc.vocab import VocabError
+from speechtl.models.encoder_cache import CachedEncoderTranscriber
+from speechtl.models.wav2vec2 import CtcASR
+from speechtl.text.normalize import TextRejected
+from speechtl.train.ctc import label_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +53,6 @@ class _Recorder:
         self.log_probs: list[np.ndarray] = []
 
     def decode(self, log_probs: np.ndarray) -> str:
-        from speechtl.models.ctc.decode import greedy_decode
-
         self.log_probs.append(np.array(log_probs, dtype=np.float32))
         return greedy_decode(log_probs, self.symbols)
 
@@ -53,7 +61,6 @@ def transcriber(asr: Any, result: Any, recipe: RecipeConfig, run_dir: Path) -> A
     """What evaluation decodes with: for the Whisper-encoder kind, the encoder cache the training read."""
     if not result.cache_stage:
         return asr
-    from speechtl.models.encoder_cache import CachedEncoderTranscriber
 
     cache_dir = Path(recipe.train.cache_dir) if recipe.train.cache_dir else run_dir / "encoder_cache"
     return CachedEncoderTranscriber(asr, cache_dir, precision=result.mixed_precision, stage=result.cache_stage,
@@ -61,8 +68,6 @@ def transcriber(asr: Any, result: Any, recipe: RecipeConfig, run_dir: Path) -> A
 
 
 def _decode_all(target: Any, asr: Any, utts: list[Utterance], lang: str, batch_size: int) -> list[str]:
-    from speechtl.audio import load as load_audio
-
     by_utts = getattr(target, "transcribe_utterances", None)
     out: list[str] = []
     for lo in range(0, len(utts), batch_size):
@@ -81,8 +86,6 @@ def lm_sentences(recipe: RecipeConfig, train_manifest: Path, held_out: list[Path
     Text the normalizer rejects is counted (it cannot be spelled by the head
     anyway), never used silently; the counts go to the run's ``lm/lm_text.json``.
     """
-    from speechtl.data.synth.corpus import read_sentences
-    from speechtl.text.normalize import TextRejected
 
     banned = {sentence_key(u.text) for path in held_out for u in read_manifest(path)}
     texts = [u.text for u in read_manifest(train_manifest)]
@@ -111,9 +114,6 @@ def lm_sentences(recipe: RecipeConfig, train_manifest: Path, held_out: list[Path
 def beam_decoder(asr: Any, target: Any, recipe: RecipeConfig, run_dir: Path, train_manifest: Path,
                  dev_manifest: Path, held_out: list[Path], notify: Notify) -> dict[str, Any]:
     """Build the LM beam decoder, choose its weights on dev, leave it on ``asr``; returns what was chosen."""
-    from speechtl.models.ctc.decode import BeamDecoder
-    from speechtl.evaluate.scoring import read_terms, score, scoring_normalizer
-    from speechtl.train.ctc import label_normalizer
 
     started = time.perf_counter()
     scoring = scoring_normalizer(recipe.lang)
@@ -154,8 +154,6 @@ def beam_decoder(asr: Any, target: Any, recipe: RecipeConfig, run_dir: Path, tra
 
 def hf_baseline(model_dir: Path, lang: str, notify: Notify) -> Any | None:
     """A wav2vec2-family checkpoint with its own CTC head and vocabulary, or None (said why)."""
-    from speechtl.models.ctc.vocab import VocabError
-    from speechtl.models.wav2vec2 import CtcASR
 
     try:
         return CtcASR.load(model_dir, lang=lang)

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
-from speechtl.data.manifest import atomic_write_text, read_manifest, sentence_key, summarize, write_jsonl
+from speechtl.data.manifest import read_manifest, sentence_key, summarize, write_jsonl
+from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.scoring import scoring_normalizer
+from speechtl.evaluate.verify import ReplayTranscriber, verify_transcripts
+from speechtl.fsio import atomic_write_text
+from speechtl.report.data import read_rows, relation
 
 Notify = Callable[[str], None]
 
@@ -87,10 +92,6 @@ def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], n
     The unadapted model decodes the set once; ``sets`` then points at the kept utterances, and the returned
     replays hand the baseline evaluation the same hypotheses.
     """
-    from speechtl.evaluate.decode import evaluate_manifest
-    from speechtl.report.data import read_rows
-    from speechtl.evaluate.scoring import scoring_normalizer
-    from speechtl.evaluate.verify import ReplayTranscriber, verify_transcripts
 
     replays = {}
     for ref, path in list(sets.items()):
@@ -116,7 +117,5 @@ def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], n
 
 
 def relations(train: Path, sets: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    from speechtl.report.data import relation
-
     train_utts = read_manifest(train)
     return {ref: relation(train_utts, read_manifest(path)) for ref, path in sets.items()}

@@ -23,8 +23,28 @@ from typing import Any
 import yaml
 
 from speechtl.adapt import heldout
+from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
-from speechtl.data.manifest import atomic_write_text, read_manifest, sentence_key, write_jsonl
+from speechtl.data.importers import read_corpus
+from speechtl.data.importers.asterisk import DEFAULT_VOICE, default_root
+from speechtl.data.manifest import read_manifest, sentence_key, write_jsonl
+from speechtl.data.prepare import PrepareConfig, prepare, write_splits
+from speechtl.data.synth.channel import ChannelConfig
+from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
+from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.scoring import read_terms, scoring_normalizer
+from speechtl.export.parity import ExportParityError, export
+from speechtl.fsio import atomic_write_text
+from speechtl.models.encoder_cache import CachedEncoderTranscriber
+from speechtl.models.registry import resolve
+from speechtl.models.wav2vec2 import CtcASR, architecture
+from speechtl.models.whisper import WhisperASR
+from speechtl.report.data import enrich, eval_dir, read_history
+from speechtl.report.write import write_report
+from speechtl.train.config import resolve_mixed_precision
+from speechtl.train.interpolate import Interpolator, select_alpha
+from speechtl.train.loop import train
+from speechtl.train.strategies import frozen_prefix
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +75,6 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
 
     ``prepared`` holds the sources prepared before this one (what ``sentences_from`` reads).
     """
-    from speechtl.data.prepare import PrepareConfig, prepare, write_splits
 
     held_out = heldout.held_out_sentences(source, prepared or {})
     fingerprint = _fingerprint(source, recipe.lang, held_out)
@@ -94,12 +113,9 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
 
 
 def _corpus_items(source: SourceConfig) -> list:
-    from speechtl.data.importers import read_corpus
-
     if source.path is None:
         if source.format != "asterisk":
             raise ConfigError(f"data.sources.{source.name}.path: required for format {source.format!r}")
-        from speechtl.data.importers.asterisk import DEFAULT_VOICE, default_root
 
         path: Path = default_root(source.options.get("voice", DEFAULT_VOICE))
     else:
@@ -120,7 +136,6 @@ def pick_sentences(sentences: list[tuple[str, str]], source: SourceConfig, seed:
     if not source.terms or not source.min_term_sentences:
         keep = set(rng.sample(range(len(sentences)), n))
         return [s for i, s in enumerate(sentences) if i in keep]
-    from speechtl.evaluate.scoring import read_terms
 
     order = list(range(len(sentences)))
     rng.shuffle(order)
@@ -145,7 +160,6 @@ def pick_sentences(sentences: list[tuple[str, str]], source: SourceConfig, seed:
 
 def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, notify: Notify,
                  sentences: list[tuple[str, str]] | None = None) -> list:
-    from speechtl.data.synth.corpus import ChannelConfig, SynthConfig, read_sentences, synthesize_corpus
 
     if sentences is None:
         sentences = [s for path in source.sentences for s in read_sentences(Path(path))]
@@ -204,9 +218,6 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
                   model_name: str, prompt: str | None, notify: Notify,
                   replays: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Score ``asr`` on every set (``replays``: set -> a transcriber holding this very model's hypotheses)."""
-    from speechtl.evaluate.decode import evaluate_manifest
-    from speechtl.report.data import eval_dir
-    from speechtl.evaluate.scoring import read_terms, scoring_normalizer
 
     terms = read_terms(recipe.eval.terms) if recipe.eval.terms else None
     normalizer = scoring_normalizer(recipe.lang)
@@ -229,14 +240,11 @@ def _evaluate_all(asr: Any, system: str, sets: dict[str, Path], run_dir: Path, r
 
 def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
     """What evaluation decodes with: cached outputs of the encoder prefix the strategy never changes."""
-    from speechtl.train.strategies import frozen_prefix
 
     train = recipe.train
     stage = frozen_prefix(train.strategy, len(asr.model.model.encoder.layers), train.top_k)
     if stage is None or stage < 1 or not train.cache_encoder:
         return asr
-    from speechtl.models.encoder_cache import CachedEncoderTranscriber
-    from speechtl.train.config import resolve_mixed_precision
 
     precision = resolve_mixed_precision(train.mixed_precision, asr.device)
     cache_dir = Path(train.cache_dir) if train.cache_dir else run_dir / "encoder_cache"
@@ -247,9 +255,6 @@ def _transcriber(asr: Any, recipe: RecipeConfig, run_dir: Path) -> Any:
 def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, resume: bool = False,
           notify: Notify = log.info) -> dict[str, Any]:
     """Run the whole job; returns the report payload (empty on processes other than the main one)."""
-    from speechtl.models.registry import resolve
-    from speechtl.evaluate.scoring import scoring_normalizer
-    from speechtl.train.loop import train
 
     from accelerate import PartialState
 
@@ -281,7 +286,6 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
     t = time.perf_counter()
     with state.main_process_first():
         model = resolve(recipe.model)
-    from speechtl.models.wav2vec2 import architecture
 
     route = architecture(model.hf_dir) if recipe.train.route == "auto" else recipe.train.route
     notify(f"model {recipe.model}: {model.hf_dir} ({model.source}); route {route}")
@@ -316,12 +320,9 @@ def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, res
 
 def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: Path, dev_manifest: Path,
               sets: dict[str, Path], evaluations: dict[str, Any], timings: dict[str, float], notify: Notify) -> None:
-    from speechtl.models.wav2vec2 import architecture
-    from speechtl.models.whisper import WhisperASR
 
     t = time.perf_counter()
     if architecture(model.hf_dir) == "ctc":  # a wav2vec2-family checkpoint: its own CTC head, if it has one
-        from speechtl.adapt.ctc import hf_baseline
 
         own = hf_baseline(model.hf_dir, recipe.lang, notify)
         if own is not None:
@@ -342,8 +343,6 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
     evaluations["baseline"] = _evaluate_all(baseline, "baseline", sets, run_dir, recipe, recipe.model, None, notify,
                                             replays)
     if recipe.eval.prompt_with_terms and recipe.eval.terms:
-        from speechtl.evaluate.scoring import read_terms
-
         # zero-shot row: what Whisper's text prompt alone buys. The term list is domain specific, so only the
         # primary set is decoded again (the report copes with a system that lacks the other sets).
         prompt = ", ".join(read_terms(recipe.eval.terms))
@@ -357,8 +356,6 @@ def _baseline(recipe: RecipeConfig, model: Any, run_dir: Path, train_manifest: P
 def _evaluate_ctc(recipe: RecipeConfig, run_dir: Path, manifests: tuple[Path, Path], sets: dict[str, Path],
                   result: Any, evaluations: dict[str, Any], notify: Notify) -> dict[str, Any] | None:
     """The adapted CTC model greedy ("adapted") and with the dev-tuned LM beam search ("adapted+lm")."""
-    from speechtl.models.wav2vec2 import CtcASR
-    from speechtl.adapt.ctc import beam_decoder, transcriber
 
     asr = CtcASR.load(result.best_dir, lang=recipe.lang)
     target = transcriber(asr, result, recipe, run_dir)
@@ -375,10 +372,6 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
             prepared: dict[str, dict[str, Path]], manifests: tuple[Path, Path], sets: dict[str, Path], result: Any,
             evaluations: dict[str, Any], timings: dict[str, float], started: float, notify: Notify) -> dict[str, Any]:
     """Adapted evaluation, export and report (main process); ``manifests`` are the train and dev manifests."""
-    from speechtl.models.whisper import WhisperASR
-    from speechtl.evaluate.scoring import scoring_normalizer
-    from speechtl.report.markdown import write_report
-    from speechtl.report.data import enrich, read_history
 
     decoding = interpolation = None
     adapted_dir = result.best_dir
@@ -430,7 +423,6 @@ def _finish(recipe: RecipeConfig, resolved: dict[str, Any], model: Any, run_dir:
     notify(f"report: {paths['md']}, {paths['html']}")
     failed = [e["error"] for e in payload["exports"].values() if e.get("error")]
     if failed:  # after the report: the run's results stand, the export does not ship
-        from speechtl.export.parity import ExportParityError
 
         raise ExportParityError("; ".join(failed))
     return payload
@@ -443,9 +435,6 @@ def _interpolate(recipe: RecipeConfig, model: Any, run_dir: Path, result: Any, d
     When alpha < 1 the trained checkpoint itself is also scored, as system "fine-tuned", on the primary and
     forgetting-check sets: the report's trade-off between domain and unseen-speaker WER.
     """
-    from speechtl.evaluate.decode import evaluate_manifest
-    from speechtl.train.interpolate import Interpolator, select_alpha
-    from speechtl.evaluate.scoring import scoring_normalizer
 
     interpolator = Interpolator(model.hf_dir, result.best_dir)
     normalizer = scoring_normalizer(recipe.lang)
@@ -474,7 +463,6 @@ def _interpolate(recipe: RecipeConfig, model: Any, run_dir: Path, result: Any, d
 def _export_all(recipe: RecipeConfig, run_dir: Path, route: str, model_dir: Path, test_manifest: Path,
                 payload: dict[str, Any], notify: Notify) -> dict[str, Any]:
     """Every format of ``export.formats`` the route supports, each with its parity check and model card."""
-    from speechtl.export.parity import ExportParityError, export
 
     exports: dict[str, Any] = {}
     for fmt in recipe.export.formats:

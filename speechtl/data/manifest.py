@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import random
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from speechtl.fsio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +105,6 @@ class QuarantineRecord:
 
 
 # --------------------------------------------------------------------- I/O
-
-
-def atomic_write_text(path: Path | str, content: str) -> None:
-    """Write ``content`` to a temporary file beside ``path`` and rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_jsonl(path: Path | str, rows: Iterable[Utterance | QuarantineRecord | dict]) -> int:

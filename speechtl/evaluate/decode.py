@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from speechtl import audio
+from speechtl.data.manifest import Utterance, read_manifest, write_jsonl
 from speechtl.evaluate.error_analysis import confusions, hallucinations
-from speechtl.data.manifest import Utterance, atomic_write_text, read_manifest, write_jsonl
 from speechtl.evaluate.scoring import (
     EvaluationError,
     normalize_references,
@@ -31,6 +31,7 @@ from speechtl.evaluate.scoring import (
     term_recall,
 )
 from speechtl.evaluate.significance import bootstrap_ci
+from speechtl.fsio import atomic_write_text
 from speechtl.text.normalize import Normalizer
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,8 @@ wrong script is an error to count, not an input to reject).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -41,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speechtl.text.normalize import Normalizer, TextRejected, get_normalizer
+from speechtl.text.normalize import Normalizer, TextConfig, TextRejected, get_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +191,30 @@ def normalize_references(refs: Sequence[str], ids: list[str], normalizer: Normal
     return out
 
 
-def _normalize_hyp(hyp: str, utt_id: str, normalizer: Normalizer) -> tuple[str, str | None]:
+@functools.lru_cache(maxsize=8)
+def _lenient(config: TextConfig) -> Normalizer:
+    return Normalizer(dataclasses.replace(config, check_alphabet=False))
+
+
+def normalize_hypothesis(hyp: str, utt_id: str, normalizer: Normalizer) -> tuple[str, str | None]:
+    """A hypothesis as scored, and the reason the normalizer rejected it (None when accepted).
+
+    Nothing speakable (``empty``, ``non_speech``) scores as the empty hypothesis. Text the normalizer rejects
+    for its characters (a hallucination in another script) is normalized without the alphabet check and kept,
+    so its words count as errors instead of vanishing. The one path for the report and for dev WER in training.
+    """
     if not isinstance(hyp, str):
         raise EvaluationError(f"utterance {utt_id}: hypothesis must be a string, got {type(hyp).__name__}")
     try:
         return normalizer(hyp), None
     except TextRejected as exc:
-        log.debug("utterance %s: hypothesis %r scored as empty (%s)", utt_id, hyp, exc)
-        return "", exc.reason
+        log.debug("utterance %s: hypothesis %r rejected by %s (%s)", utt_id, hyp, normalizer.name, exc)
+        if exc.reason in ("empty", "non_speech"):
+            return "", exc.reason
+        try:
+            return _lenient(normalizer.config)(hyp), exc.reason
+        except TextRejected:
+            return " ".join(hyp.lower().split()), exc.reason
 
 
 def _counts(chunks: Iterable[Any]) -> Counts:
@@ -228,11 +246,11 @@ def score(refs: Sequence[str], hyps: Sequence[str], normalizer: Normalizer, *,
         raise EvaluationError(f"score: got {len(speakers)} speakers for {len(refs)} references")
     speaker_list = [UNKNOWN_SPEAKER if s is None else str(s) for s in (speakers or [None] * len(refs))]
     norm_refs = normalize_references(refs, id_list, normalizer)
-    normalized = [_normalize_hyp(h, i, normalizer) for h, i in zip(hyps, id_list)]
+    normalized = [normalize_hypothesis(h, i, normalizer) for h, i in zip(hyps, id_list)]
     norm_hyps = [h for h, _ in normalized]
     rejected = Counter(reason for _, reason in normalized if reason is not None)
     if rejected:
-        log.info("score: %d hypotheses rejected by %s and scored as empty: %s",
+        log.info("score: %d hypotheses rejected by %s (empty or kept without the alphabet check): %s",
                  sum(rejected.values()), normalizer.name, dict(rejected))
 
     words = jiwer.process_words(norm_refs, norm_hyps)
@@ -328,7 +346,7 @@ def term_recall(refs: Sequence[str], hyps: Sequence[str], terms: Sequence[str], 
             raise EvaluationError(f"term {term!r}: unusable with {normalizer.name} ({exc})") from exc
         norm_terms.setdefault(norm, term)
     norm_refs = normalize_references(refs, id_list, normalizer)
-    norm_hyps = [_normalize_hyp(h, i, normalizer)[0] for h, i in zip(hyps, id_list)]
+    norm_hyps = [normalize_hypothesis(h, i, normalizer)[0] for h, i in zip(hyps, id_list)]
     out = jiwer.process_words(norm_refs, norm_hyps)
     positions = [_hyp_positions(a, len(r)) for a, r in zip(out.alignments, out.references)]
     stats = []

@@ -8,7 +8,10 @@ from typing import Any
 
 import yaml
 
-from speechtl.data.manifest import atomic_write_text, read_manifest
+from speechtl.data.manifest import read_manifest
+from speechtl.fsio import atomic_write_text
+from speechtl.report.data import set_label, sets_of, summary_rows
+from speechtl.report.markdown import synthetic_note
 
 LIBRARY = {"hf": "transformers", "ct2": "ctranslate2", "onnx": "onnx"}
 
@@ -18,8 +21,6 @@ def _pct(x: float | None) -> str:
 
 
 def _model_index(payload: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    from speechtl.report.data import set_label, sets_of
-
     results = []
     for ref in sets_of(payload):
         m = payload["evaluations"].get("adapted", {}).get(ref)
@@ -79,9 +80,6 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {name} ({fmt} export)", ""]
     if payload:
-        from speechtl.report.markdown import synthetic_note
-        from speechtl.report.data import summary_rows
-
         train = payload.get("train", {})
         model = payload.get("model", {})
         lines += [f"Adapted by speechtl from `{model.get('name')}` ({model.get('source')}): route "

@@ -7,40 +7,21 @@ card (:mod:`speechtl.export.parity`).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from speechtl.fsio import staged_dir
+from speechtl.models.wav2vec2 import WHISPER_KIND, CtcASR, architecture
+from speechtl.runtimes.transcribers import ONNX_META
+
 log = logging.getLogger(__name__)
 
 HF_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
-
-
-@contextlib.contextmanager
-def _staged_dir(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out`` that replaces it when the block succeeds (and vanishes if not)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export_hf(model_dir: Path | str, out: Path | str) -> Path:
@@ -48,7 +29,7 @@ def export_hf(model_dir: Path | str, out: Path | str) -> Path:
     model_dir, out = Path(model_dir), Path(out)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"export: {model_dir} holds no config.json; not a transformers model directory")
-    with _staged_dir(out) as tmp:
+    with staged_dir(out) as tmp:
         copied = 0
         for pattern in HF_FILES:
             for path in model_dir.glob(pattern):
@@ -66,7 +47,7 @@ def export_ct2(hf_dir: Path | str, out: Path | str, quantization: str = "float16
         raise ImportError("CTranslate2 export needs ctranslate2: pip install 'speechtl[bundled]'") from exc
     hf_dir, out = Path(hf_dir), Path(out)
     keep = [f for f in ("tokenizer.json", "preprocessor_config.json") if (hf_dir / f).is_file()]
-    with _staged_dir(out) as tmp:
+    with staged_dir(out) as tmp:
         converter = ctranslate2.converters.TransformersConverter(str(hf_dir), copy_files=keep)
         converter.convert(str(tmp), quantization=quantization, force=True)
         if "preprocessor_config.json" not in keep:  # faster-whisper reads the mel settings (e.g. 128 bins) here
@@ -89,8 +70,6 @@ def export_onnx(model_dir: Path | str, out: Path | str, *, lang: str, opset: int
 
     import torch
 
-    from speechtl.runtimes.transcribers import ONNX_META
-    from speechtl.models.wav2vec2 import WHISPER_KIND, CtcASR, architecture
 
     model_dir, out = Path(model_dir), Path(out)
     if importlib.util.find_spec("onnx") is None:
@@ -126,7 +105,7 @@ def export_onnx(model_dir: Path | str, out: Path | str, *, lang: str, opset: int
         outputs = ["log_probs", "num_frames"]
         axes = {n: {0: "batch", 1: "samples"} for n in names} | {"log_probs": {0: "batch", 1: "frames"},
                                                                  "num_frames": {0: "batch"}}
-    with _staged_dir(out) as tmp:
+    with staged_dir(out) as tmp:
         with torch.no_grad():
             torch.onnx.export(LogProbs().eval(), args, str(tmp / "model.onnx"), input_names=names,
                               output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)

@@ -18,8 +18,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from speechtl.fsio import file_sha256
-from speechtl.data.manifest import atomic_write_text, read_manifest
+from speechtl.data.manifest import read_manifest
+from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.export.card import write_card
+from speechtl.export.formats import export_ct2, export_hf, export_onnx
+from speechtl.fsio import atomic_write_text, file_sha256
+from speechtl.runtimes.transcribers import runtime_transcriber, torch_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,6 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     byte-identical, plus a decode of the first ``hf_check_utts`` utterances through ``from_pretrained`` (the
     transformers pipeline) against the PyTorch model on the same utterances.
     """
-    from speechtl.evaluate.decode import evaluate_manifest
-    from speechtl.runtimes.transcribers import runtime_transcriber, torch_transcriber
 
     utts: Path | list = manifest
     identical = None
@@ -111,8 +113,6 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
 
 
 def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantization: str | None) -> Path:
-    from speechtl.export.formats import export_ct2, export_hf, export_onnx
-
     if fmt == "hf":
         return export_hf(model_dir, out)
     if fmt == "ct2":
@@ -132,7 +132,6 @@ def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quant
     ``compute_type`` is the CTranslate2 runtime type of the check (default int8, what a CPU service uses).
     Returns the parity result (``None`` values when there was no manifest to check on).
     """
-    from speechtl.export.card import write_card
 
     source = Path(source)
     run = _run_paths(source)

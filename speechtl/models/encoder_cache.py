@@ -33,7 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.data.manifest import Utterance, atomic_write_text
+from speechtl.audio import load as load_audio
+from speechtl.data.manifest import Utterance
+from speechtl.fsio import atomic_write_text
+from speechtl.models.whisper import num_encoder_stages, token_budget
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +249,6 @@ def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
     it is part of the model key, like the frozen weights and feature settings
     (hashing the weights is the costly part: build this once per model).
     """
-    from speechtl.audio import load as load_audio
 
     fe = asr.feature_extractor
     settings = {
@@ -304,7 +306,6 @@ class CachedEncoderTranscriber:
 
     def __init__(self, asr: Any, root: Path | str, *, precision: str, stage: int | None = None,
                  batch_size: int = 8, max_new_tokens: int = 128, num_beams: int = 1) -> None:
-        from speechtl.models.whisper import num_encoder_stages
 
         total = num_encoder_stages(asr.model)
         stage = total if stage is None else stage
@@ -328,7 +329,6 @@ class CachedEncoderTranscriber:
                               batch_size: int = 8) -> list[str]:
         import torch
 
-        from speechtl.models.whisper import num_encoder_stages, token_budget
 
         rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
         hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)

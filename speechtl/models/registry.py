@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 from speechtl.cache import cache_root
 from speechtl.fsio import file_sha256
 from speechtl.models import bundled
+from speechtl.models.ct2 import convert as ct2_import
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,6 @@ def import_ct2(ct2_dir: Path | str, *, name: str, source: str, cache_name: str |
 
     ``name`` is what was asked for, ``cache_name`` (default ``name``) names the cache entry.
     """
-    from speechtl.models.ct2 import convert as ct2_import
 
     ct2_dir = Path(ct2_dir)
     label = cache_name or name

@@ -37,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.fsio import atomic_write_text
 from speechtl.models.ctc.batches import CtcCollator
+from speechtl.models.ctc.decode import greedy_decode
 from speechtl.models.ctc.vocab import PAD, CtcVocab, load_vocab
-from speechtl.data.manifest import atomic_write_text
+from speechtl.models.whisper import run_encoder
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +251,6 @@ class CtcASR:
 
     def encode(self, x: Any, start: int = 0, stop: int | None = None) -> Any:
         """Whisper kind: encoder stages ``[start, stop)`` (see :func:`speechtl.models.whisper.run_encoder`)."""
-        from speechtl.models.whisper import run_encoder
 
         return run_encoder(self.model, x, start, stop)
 
@@ -275,7 +276,6 @@ class CtcASR:
     def _decode(self, log_probs: np.ndarray, lengths: Sequence[int]) -> list[str]:
         if self.decoder is not None:
             return [self.decoder.decode(lp[:n]) for lp, n in zip(log_probs, lengths)]
-        from speechtl.models.ctc.decode import greedy_decode
 
         return [greedy_decode(lp[:n], self.symbols) for lp, n in zip(log_probs, lengths)]
 
@@ -316,97 +316,5 @@ class CtcASR:
 # ------------------------------------------------------------------ strategies
 
 
-def _encoder_layers(asr: CtcASR) -> Any:
+def encoder_layers(asr: CtcASR) -> Any:
     return asr.model.model.encoder.layers if asr.kind == WHISPER_KIND else asr.model.base_model.encoder.layers
-
-
-def apply_ctc_strategy(asr: CtcASR, strategy: str, *, top_k: int = 2) -> dict[str, Any]:
-    """Set ``requires_grad`` for ``strategy``; returns counts and the leading encoder stages left frozen.
-
-    ``frozen_stages`` (Whisper kind) is what the encoder cache can hold:
-    everything for ``head``, the conv stem and lower layers for ``top-k``, the
-    conv stem for ``full``. The HF kind reports 0 (it is not cached).
-    """
-    if strategy not in CTC_STRATEGIES:
-        raise ValueError(f"strategy {strategy!r} is not one of the CTC strategies {CTC_STRATEGIES}")
-    model = asr.model
-    layers = _encoder_layers(asr)
-    n_layers = len(layers)
-    model.requires_grad_(False)
-    model.lm_head.requires_grad_(True)
-    frozen = 0
-    if strategy == "adapters":
-        if asr.kind == WHISPER_KIND or not getattr(model.config, "adapter_attn_dim", None):
-            raise ValueError("strategy 'adapters' needs a checkpoint with MMS attention adapters (adapter_attn_dim); "
-                             "use head, top-k or full")
-        for name, p in model.named_parameters():
-            if ".adapter_layer." in name:
-                p.requires_grad_(True)
-    elif strategy == "top-k":
-        if not 1 <= top_k <= n_layers:
-            raise ValueError(f"top_k={top_k} must be between 1 and the model's {n_layers} encoder layers")
-        for layer in layers[n_layers - top_k:]:
-            layer.requires_grad_(True)
-    elif strategy == "full":
-        model.requires_grad_(True)
-    if asr.kind == WHISPER_KIND:
-        enc = model.model.encoder
-        enc.embed_positions.requires_grad_(False)
-        if strategy == "full":
-            enc.conv1.requires_grad_(False)
-            enc.conv2.requires_grad_(False)
-        if strategy in ("top-k", "full"):
-            enc.layer_norm.requires_grad_(True)
-        from speechtl.train.strategies import frozen_stages
-
-        frozen = frozen_stages(model)
-    else:
-        model.freeze_feature_encoder()
-        if strategy in ("top-k", "full") and getattr(model.config, "do_stable_layer_norm", False):
-            model.base_model.encoder.layer_norm.requires_grad_(True)  # applied after the last layer
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info("CTC strategy %s: %d of %d parameters train (%.2f%%)", strategy, trainable, total,
-             100 * trainable / total)
-    return {"trainable_params": trainable, "total_params": total, "frozen_stages": frozen}
-
-
-@functools.lru_cache(maxsize=1)
-def _module_class() -> type:
-    torch = _torch()
-
-    class CtcTrainModule(torch.nn.Module):
-        """CTC loss of a :class:`CtcASR` model; Whisper kind: encoder input enters at ``start_stage``."""
-
-        def __init__(self, asr: CtcASR, start_stage: int, grad_stage: int) -> None:
-            super().__init__()
-            self.net = asr.model
-            self.kind = asr.kind
-            self.blank = asr.vocab.symbols.index(PAD)
-            self.start_stage, self.grad_stage = start_stage, max(grad_stage, start_stage)
-
-        def forward(self, labels: Any, encoder_input: Any = None, num_frames: Any = None, input_values: Any = None,
-                    attention_mask: Any = None) -> Any:
-            if self.kind != WHISPER_KIND:
-                return self.net(input_values, attention_mask=attention_mask, labels=labels).loss
-            from speechtl.models.whisper import num_encoder_stages, run_encoder
-
-            x = encoder_input
-            if self.start_stage < self.grad_stage:
-                with torch.no_grad():
-                    x = run_encoder(self.net, x, self.start_stage, self.grad_stage)
-            x = run_encoder(self.net, x, self.grad_stage, num_encoder_stages(self.net))
-            log_probs = torch.log_softmax(self.net.lm_head(x).float(), dim=-1)
-            mask = labels != -100
-            targets = labels[mask]
-            input_lengths = num_frames.to(x.device)
-            return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, mask.sum(-1),
-                                                blank=self.blank, reduction="mean", zero_infinity=True)
-
-    return CtcTrainModule
-
-
-def ctc_train_module(asr: CtcASR, start_stage: int = 0, grad_stage: int = 0) -> Any:
-    """The module the loop optimizes: ``module(labels=..., encoder_input=..., num_frames=...)`` (Whisper kind) or
-    ``module(labels=..., input_values=..., attention_mask=...)`` (HF kind) -> mean CTC loss."""
-    return _module_class()(asr, start_stage, grad_stage)

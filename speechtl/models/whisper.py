@@ -493,3 +493,13 @@ def save_random_whisper(out_dir: Path | str, *, tokenizer_dir: Path | str | None
     asr = WhisperASR(model, processor, gen)
     asr.save(out_dir)
     return Path(out_dir)
+
+
+def frozen_stages(model: Any) -> int:
+    """Leading encoder stages of ``model`` in which no parameter requires a gradient."""
+    enc = model.model.encoder
+    stages = [[enc.conv1, enc.conv2], *[[layer] for layer in enc.layers], [enc.layer_norm]]
+    for i, modules in enumerate(stages):
+        if any(p.requires_grad for m in modules for p in m.parameters()):
+            return i
+    return len(stages)

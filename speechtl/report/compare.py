@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from speechtl.report.markdown import DASH, ci_text, pct, table
 from speechtl.report.data import sets_of, systems_of, term_recall_of
+from speechtl.report.markdown import DASH, ci_text, pct, table
 
 HEADER = ["test set", "system", "from", "utts", "WER", "95% CI", "CER", "term recall", "normalizer"]
 

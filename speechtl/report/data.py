@@ -5,7 +5,7 @@
 (paired bootstrap comparisons, aligned examples, and the hallucination and
 confusion views of evaluations scored before ``metrics.json`` carried them),
 so a saved ``report.json`` plus its run folder is enough to rebuild a report
-(:func:`speechtl.report.markdown.regenerate`). Payload keys:
+(:func:`speechtl.report.write.regenerate`). Payload keys:
 
 - ``recipe`` (the resolved config), ``model``, ``data``, ``normalizer``,
   ``primary``, ``forgetting``, ``train`` (TrainResult), ``exports``, ``timings_s``;

@@ -14,6 +14,7 @@ import json
 from html import escape
 from typing import Any
 
+from speechtl.report.data import comparison, set_label, sets_of, systems_of
 from speechtl.report.markdown import (
     COMPARISONS_HEADER,
     RESULTS_HEADER,
@@ -26,7 +27,6 @@ from speechtl.report.markdown import (
     tradeoff_rows,
     verdict,
 )
-from speechtl.report.data import comparison, set_label, sets_of, systems_of
 from speechtl.report.plots import Plot, all_plots
 
 TOP_CONFUSIONS = 15

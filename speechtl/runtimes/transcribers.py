@@ -19,6 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.models.ct2.whisper import pad_to_window
+from speechtl.models.ctc.batches import CtcCollator
+from speechtl.models.ctc.decode import greedy_decode
+from speechtl.models.ctc.vocab import load_vocab
+from speechtl.models.wav2vec2 import CtcASR, architecture, whisper_frames
+from speechtl.models.whisper import WhisperASR, token_budget
+
 ONNX_META = "speechtl_onnx.json"
 
 
@@ -38,7 +45,6 @@ class FasterWhisperTranscriber:
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
-        from speechtl.models.ct2.whisper import pad_to_window
 
         out = []
         for audio in audios:
@@ -66,7 +72,6 @@ class PipelineTranscriber:
                    batch_size: int = 8) -> list[str]:
         if prompt:
             raise ValueError("PipelineTranscriber: prompts are not supported")
-        from speechtl.models.whisper import token_budget
 
         out = []
         for lo in range(0, len(audios), batch_size):  # the same decoding limit per batch as speechtl's decoding
@@ -84,7 +89,6 @@ class OnnxCtcTranscriber:
     def __init__(self, model_dir: Path | str) -> None:
         import onnxruntime as ort
 
-        from speechtl.models.ctc.vocab import load_vocab
 
         model_dir = Path(model_dir)
         self.meta = json.loads((model_dir / ONNX_META).read_text(encoding="utf-8"))
@@ -96,15 +100,11 @@ class OnnxCtcTranscriber:
 
             self.features = WhisperFeatureExtractor.from_pretrained(model_dir)
         else:
-            from speechtl.models.ctc.batches import CtcCollator
-
             self.collator = CtcCollator(normalize=self.meta.get("normalize", True))
 
     def log_probs(self, audios: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
         """Log-probabilities (batch, frames, vocab) and the frames covering each clip."""
         if self.meta["kind"] == "whisper-encoder":
-            from speechtl.models.wav2vec2 import whisper_frames
-
             feats = self.features(list(audios), sampling_rate=16000, return_tensors="np").input_features
             out = self.session.run(None, {"input_features": feats.astype(np.float32)})[0]
             return out, [whisper_frames(len(a), out.shape[1]) for a in audios]
@@ -117,7 +117,6 @@ class OnnxCtcTranscriber:
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
-        from speechtl.models.ctc.decode import greedy_decode
 
         if prompt:
             raise ValueError("a CTC model takes no text prompt")
@@ -130,8 +129,6 @@ class OnnxCtcTranscriber:
 
 def torch_transcriber(model_dir: Path | str, lang: str) -> Any:
     """The PyTorch model of a transformers or speechtl CTC directory (what an export is checked against)."""
-    from speechtl.models.wav2vec2 import CtcASR, architecture
-    from speechtl.models.whisper import WhisperASR
 
     if architecture(model_dir) == "ctc":
         return CtcASR.load(model_dir, lang=lang)
@@ -140,7 +137,6 @@ def torch_transcriber(model_dir: Path | str, lang: str) -> Any:
 
 def runtime_transcriber(export_dir: Path | str, fmt: str, *, lang: str, compute_type: str | None = None) -> Any:
     """What runs an export of format ``fmt`` ("hf", "ct2", "onnx")."""
-    from speechtl.models.wav2vec2 import architecture
 
     if fmt == "ct2":
         return FasterWhisperTranscriber(export_dir, compute_type=compute_type or "int8")

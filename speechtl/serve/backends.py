@@ -31,6 +31,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from speechtl.audio import AudioConfig, AudioRejected, decode, process, resample, to_mono
+from speechtl.models.ct2.whisper import pad_to_window
+from speechtl.models.wav2vec2 import CtcASR, architecture
+from speechtl.models.whisper import WhisperASR
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -139,7 +144,6 @@ class FasterWhisperBackend:
                    temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-        from speechtl.models.ct2.whisper import pad_to_window
 
         language = language or self.language
         if language is not None and language not in _LANGUAGE_CODES:
@@ -182,8 +186,6 @@ class TransformersBackend:
     @classmethod
     def load(cls, model_dir: Path | str, *, language: str | None = None) -> TransformersBackend:
         """Whisper or CTC by :func:`speechtl.models.wav2vec2.architecture`; a CTC model's language defaults to "es"."""
-        from speechtl.models.wav2vec2 import CtcASR, architecture
-        from speechtl.models.whisper import WhisperASR
 
         kind = architecture(model_dir)
         if kind == "ctc":
@@ -260,7 +262,6 @@ def decode_upload(data: bytes, suffix: str, name: str, max_duration_s: float) ->
     Raises :class:`RequestError`: 400 for undecodable audio, 413 for audio over ``max_duration_s``.
     Digital silence is kept (it transcribes to little or nothing) rather than rejected.
     """
-    from speechtl.audio import AudioConfig, AudioRejected, decode, process, resample, to_mono
 
     fd, tmp = tempfile.mkstemp(prefix="speechtl-serve-", suffix=suffix)
     try:

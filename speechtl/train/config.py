@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechtl.train.strategies import DEFAULT_LEARNING_RATE, LORA_TARGETS, STRATEGIES
+STRATEGIES = ("head", "top-k", "lora", "full")
+# learning rate used when the config leaves it unset (adapters tolerate far larger steps than full weights)
+DEFAULT_LEARNING_RATE = {"head": 3e-5, "top-k": 2e-5, "lora": 1e-3, "full": 1e-5, "adapters": 1e-3}
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
 # fields that may change between an interrupted run and its resumption

@@ -20,6 +20,7 @@ pretrained layers at ``learning_rate``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +29,22 @@ from typing import Any
 import numpy as np
 
 from speechtl.audio import load as load_audio
-from speechtl.models.ctc.batches import pad_labels
-from speechtl.models.ctc.vocab import CtcVocab, build_vocab
 from speechtl.data.manifest import Utterance, validate
-from speechtl.text.normalize import Normalizer, TextRejected
-from speechtl.train.loop import TrainEvent, TrainParts, cached_rows
+from speechtl.evaluate.scoring import normalize_references
+from speechtl.models.ctc.batches import pad_labels
+from speechtl.models.ctc.vocab import PAD, CtcVocab, build_vocab
+from speechtl.models.wav2vec2 import (
+    DEFAULT_HEAD_LEARNING_RATE,
+    WHISPER_KIND,
+    CtcASR,
+    whisper_frames,
+)
+from speechtl.models.whisper import num_encoder_stages, run_encoder
+from speechtl.text.normalize import Normalizer
+from speechtl.train.batches import LengthBucketSampler
 from speechtl.train.config import TrainConfig
+from speechtl.train.parts import TrainEvent, TrainParts, cached_rows, require_torch
+from speechtl.train.strategies import apply_ctc_strategy, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +56,14 @@ def label_normalizer(normalizer: Callable[[str], str]) -> Callable[[str], str]:
     return normalizer
 
 
-def label_texts(utts: list[Utterance], normalizer: Callable[[str], str], where: str) -> list[str]:
-    """Normalized transcripts; one the normalizer rejects (or leaves empty) is an error naming it."""
-    out = []
-    for utt in utts:
-        try:
-            text = normalizer(utt.text)
-        except TextRejected as exc:
-            raise ValueError(f"{where}: id={utt.id}: field 'text' rejected by the normalizer ({exc})") from exc
+def label_texts(utts: list[Utterance], normalizer: Normalizer, where: str) -> list[str]:
+    """Normalized transcripts, checked as every reference is (:func:`speechtl.evaluate.scoring.normalize_references`);
+    one left empty is an error naming it."""
+    texts = normalize_references([u.text for u in utts], [u.id for u in utts], normalizer)
+    for utt, text in zip(utts, texts):
         if not text.strip():
             raise ValueError(f"{where}: id={utt.id}: field 'text' is empty after normalization")
-        out.append(text)
-    return out
+    return texts
 
 
 def run_vocab(train_utts: list[Utterance], texts: list[str], lang: str, out_dir: Path, is_main: bool) -> CtcVocab:
@@ -93,15 +100,6 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
     """A CTC head over the train vocabulary on ``model_dir`` (wav2vec2 family or Whisper encoder)."""
     import torch
 
-    from speechtl.models.wav2vec2 import (
-        DEFAULT_HEAD_LEARNING_RATE,
-        WHISPER_KIND,
-        CtcASR,
-        apply_ctc_strategy,
-        ctc_train_module,
-        whisper_frames,
-    )
-    from speechtl.train.strategies import LengthBucketSampler, param_groups
 
     problems = validate(train_utts)
     if problems or not train_utts:
@@ -144,7 +142,6 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
         if not whisper:
             return asr.transcribe([load_audio(dev_utts[i].audio_filepath) for i in chunk], config.lang,
                                   batch_size=len(chunk))
-        from speechtl.models.whisper import num_encoder_stages, run_encoder
 
         if dev_rows is not None:
             x = torch.from_numpy(dev_rows.rows(chunk)).to(device=acc.device, dtype=torch.float32)
@@ -171,3 +168,43 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
         sampler=sampler, train_ids=[u.id for u in train_utts], decode_dev=decode_dev, export_best=export_best,
         trainable_params=setup["trainable_params"], total_params=setup["total_params"], cache_stage=cache_stage,
         cache_build_s=cache_s)
+
+
+@functools.lru_cache(maxsize=1)
+def _module_class() -> type:
+    torch = require_torch()
+
+    class CtcTrainModule(torch.nn.Module):
+        """CTC loss of a :class:`CtcASR` model; Whisper kind: encoder input enters at ``start_stage``."""
+
+        def __init__(self, asr: CtcASR, start_stage: int, grad_stage: int) -> None:
+            super().__init__()
+            self.net = asr.model
+            self.kind = asr.kind
+            self.blank = asr.vocab.symbols.index(PAD)
+            self.start_stage, self.grad_stage = start_stage, max(grad_stage, start_stage)
+
+        def forward(self, labels: Any, encoder_input: Any = None, num_frames: Any = None, input_values: Any = None,
+                    attention_mask: Any = None) -> Any:
+            if self.kind != WHISPER_KIND:
+                return self.net(input_values, attention_mask=attention_mask, labels=labels).loss
+
+            x = encoder_input
+            if self.start_stage < self.grad_stage:
+                with torch.no_grad():
+                    x = run_encoder(self.net, x, self.start_stage, self.grad_stage)
+            x = run_encoder(self.net, x, self.grad_stage, num_encoder_stages(self.net))
+            log_probs = torch.log_softmax(self.net.lm_head(x).float(), dim=-1)
+            mask = labels != -100
+            targets = labels[mask]
+            input_lengths = num_frames.to(x.device)
+            return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, input_lengths, mask.sum(-1),
+                                                blank=self.blank, reduction="mean", zero_infinity=True)
+
+    return CtcTrainModule
+
+
+def ctc_train_module(asr: CtcASR, start_stage: int = 0, grad_stage: int = 0) -> Any:
+    """The module the loop optimizes: ``module(labels=..., encoder_input=..., num_frames=...)`` (Whisper kind) or
+    ``module(labels=..., input_values=..., attention_mask=...)`` (HF kind) -> mean CTC loss."""
+    return _module_class()(asr, start_stage, grad_stage)

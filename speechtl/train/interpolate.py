@@ -26,6 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from speechtl.fsio import swap_dir
+from speechtl.models.whisper import WhisperASR
+
 log = logging.getLogger(__name__)
 
 
@@ -78,8 +81,6 @@ class Interpolator:
     """One working copy of the adapted Whisper whose weights :meth:`at` sets to any alpha."""
 
     def __init__(self, base_dir: Path | str, adapted_dir: Path | str) -> None:
-        from speechtl.models.whisper import WhisperASR
-
         self.asr = WhisperASR.load(adapted_dir)
         self.adapted = {k: v.detach().clone() for k, v in self.asr.model.state_dict().items()}
         base = WhisperASR.load(base_dir).model.state_dict()
@@ -97,7 +98,6 @@ class Interpolator:
         """Write the model at ``alpha`` as a transformers directory (written aside, then swapped into place)."""
         import shutil
 
-        from speechtl.train.strategies import swap_dir
 
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(f".{out_dir.name}.tmp")

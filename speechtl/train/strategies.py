@@ -16,46 +16,22 @@ The encoder runs in *stages* (0 = conv stem, 1..L = layers, L+1 = final
 layer norm). :func:`frozen_stages` counts the leading stages with nothing to
 train; that prefix is what can be cached.
 
-Also here, the training data side: seeded length-bucketed batches, the
-dataset, label checks and WER text handling.
+The CTC family's strategies (:func:`apply_ctc_strategy`) live here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import json
 import logging
-import math
-import shutil
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from speechtl.audio import load as load_audio
-from speechtl.data.manifest import QuarantineRecord, Utterance, validate
-from speechtl.models.whisper import LabelTooLong, num_encoder_stages, run_encoder
-from speechtl.text.normalize import Normalizer, TextConfig, TextRejected
+from speechtl.models.wav2vec2 import CTC_STRATEGIES, WHISPER_KIND, CtcASR, encoder_layers
+from speechtl.models.whisper import frozen_stages, num_encoder_stages
+from speechtl.train.config import LORA_TARGETS, STRATEGIES
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("head", "top-k", "lora", "full")
-# learning rate used when the config leaves it unset (adapters tolerate far larger steps than full weights)
-DEFAULT_LEARNING_RATE = {"head": 3e-5, "top-k": 2e-5, "lora": 1e-3, "full": 1e-5, "adapters": 1e-3}
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-_ADAPTER = "default"  # peft's adapter name
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise ImportError("training needs torch: pip install 'speechtl[train]'") from exc
-    return torch
+ADAPTER_NAME = "default"  # peft's adapter name
 
 
 @dataclass(frozen=True)
@@ -88,16 +64,6 @@ def _group(name: str) -> str:
     if parts[:2] in (["model", "encoder"], ["model", "decoder"]):
         return parts[1]
     return parts[0]
-
-
-def frozen_stages(model: Any) -> int:
-    """Leading encoder stages of ``model`` in which no parameter requires a gradient."""
-    enc = model.model.encoder
-    stages = [[enc.conv1, enc.conv2], *[[layer] for layer in enc.layers], [enc.layer_norm]]
-    for i, modules in enumerate(stages):
-        if any(p.requires_grad for m in modules for p in m.parameters()):
-            return i
-    return len(stages)
 
 
 def frozen_prefix(strategy: str, num_layers: int, top_k: int) -> int | None:
@@ -183,47 +149,6 @@ def set_dropout(model: Any, p: float) -> int:
     return changed
 
 
-@functools.lru_cache(maxsize=1)
-def _module_class() -> type:
-    torch = _torch()
-
-    class WhisperTrainModule(torch.nn.Module):
-        """Loss of a Whisper model whose encoder input enters at ``start_stage``.
-
-        Stages ``[start_stage, grad_stage)`` are frozen and run without
-        autograd; the rest of the encoder and the decoder run with it. The
-        output projection only runs at positions that have a label.
-        """
-
-        def __init__(self, whisper: Any, start_stage: int, grad_stage: int) -> None:
-            super().__init__()
-            self.whisper = whisper
-            self.start_stage = start_stage
-            self.grad_stage = max(grad_stage, start_stage)
-
-        def encoder_output(self, encoder_input: Any) -> Any:
-            x = encoder_input
-            if self.start_stage < self.grad_stage:
-                with torch.no_grad():
-                    x = run_encoder(self.whisper, x, self.start_stage, self.grad_stage)
-            return run_encoder(self.whisper, x, self.grad_stage, num_encoder_stages(self.whisper))
-
-        def forward(self, encoder_input: Any, decoder_input_ids: Any, labels: Any) -> Any:
-            hidden = self.encoder_output(encoder_input)
-            out = self.whisper.model.decoder(input_ids=decoder_input_ids, encoder_hidden_states=hidden,
-                                             use_cache=False)
-            mask = labels != -100
-            logits = self.whisper.proj_out(out.last_hidden_state[mask])
-            return torch.nn.functional.cross_entropy(logits.float(), labels[mask])
-
-    return WhisperTrainModule
-
-
-def train_module(whisper: Any, start_stage: int, grad_stage: int) -> Any:
-    """The ``torch.nn.Module`` the loop optimizes: ``module(encoder_input, decoder_input_ids, labels) -> loss``."""
-    return _module_class()(whisper, start_stage, grad_stage)
-
-
 def param_groups(module: Any, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters: no decay on biases and norms (1-D tensors)."""
     decay, plain = [], []
@@ -235,177 +160,60 @@ def param_groups(module: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def weights_sha256(module: Any) -> str:
-    """SHA-256 over a module's state dict (names and bytes, in name order)."""
-    torch = _torch()
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def swap_dir(tmp: Path, final: Path) -> None:
-    """Put the finished directory ``tmp`` in place of ``final`` (renames; the old one is removed)."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def export_model(state: dict[str, Any], asr: Any, out_dir: Path, *, lora_scaling: float | None,
-                 meta: dict[str, Any]) -> None:
-    """Write a plain transformers directory from a train-module state dict (LoRA merged) into ``out_dir``.
-
-    ``out_dir`` gets model.safetensors, config, processor, generation config
-    and ``speechtl_train.json`` (``meta``); the caller writes to a temporary
-    folder and swaps it in (see :func:`swap_dir`).
-    """
-    from safetensors.torch import save_file
-
-    sd = {k[len("whisper."):]: v for k, v in state.items() if k.startswith("whisper.")}
-    if lora_scaling is not None:
-        sd = merge_lora_state_dict(sd, lora_scaling)
-    if getattr(asr.model.config, "tie_word_embeddings", True):
-        sd.pop("proj_out.weight", None)  # tied to the token embedding; transformers re-ties it on load
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(out_dir / "model.safetensors"),
-              metadata={"format": "pt"})
-    asr.model.config.save_pretrained(out_dir)
-    asr.processor.save_pretrained(out_dir)
-    asr.generation_config.save_pretrained(out_dir)
-    (out_dir / "speechtl_train.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-
-def merge_lora_state_dict(state: dict[str, Any], scaling: float) -> dict[str, Any]:
-    """Plain weights from a state dict with peft LoRA layers: ``W = W0 + scaling * B @ A``."""
-    torch = _torch()
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        if ".lora_" in key:
-            continue
-        if ".base_layer." in key:
-            prefix, _, leaf = key.partition(".base_layer.")
-            if leaf == "weight" and f"{prefix}.lora_A.{_ADAPTER}.weight" in state:
-                a = state[f"{prefix}.lora_A.{_ADAPTER}.weight"].float()
-                b = state[f"{prefix}.lora_B.{_ADAPTER}.weight"].float()
-                value = (value.float() + scaling * (b @ a)).to(value.dtype)
-            key = f"{prefix}.{leaf}"
-        out[key] = value
-    with torch.no_grad():
-        return {k: v.detach().clone() for k, v in out.items()}
-
-
 # ------------------------------------------------------------------ training data
 
 
-class LengthBucketSampler:
-    """Seeded batches of dataset positions, sorted by label length inside windows.
 
-    Each epoch: a permutation drawn from ``(seed, epoch)``, cut into windows
-    of ``batch_size * bucket_batches`` items; each window is sorted by length
-    and cut into batches; the batch order is then shuffled. Same seed and
-    epoch, same batches, on every process and after a resume. The epoch is
-    set with :meth:`use_epoch` (deliberately not ``set_epoch``, which
-    accelerate calls with its own counter).
+
+
+
+
+
+def apply_ctc_strategy(asr: CtcASR, strategy: str, *, top_k: int = 2) -> dict[str, Any]:
+    """Set ``requires_grad`` for ``strategy``; returns counts and the leading encoder stages left frozen.
+
+    ``frozen_stages`` (Whisper kind) is what the encoder cache can hold:
+    everything for ``head``, the conv stem and lower layers for ``top-k``, the
+    conv stem for ``full``. The HF kind reports 0 (it is not cached).
     """
+    if strategy not in CTC_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is not one of the CTC strategies {CTC_STRATEGIES}")
+    model = asr.model
+    layers = encoder_layers(asr)
+    n_layers = len(layers)
+    model.requires_grad_(False)
+    model.lm_head.requires_grad_(True)
+    frozen = 0
+    if strategy == "adapters":
+        if asr.kind == WHISPER_KIND or not getattr(model.config, "adapter_attn_dim", None):
+            raise ValueError("strategy 'adapters' needs a checkpoint with MMS attention adapters (adapter_attn_dim); "
+                             "use head, top-k or full")
+        for name, p in model.named_parameters():
+            if ".adapter_layer." in name:
+                p.requires_grad_(True)
+    elif strategy == "top-k":
+        if not 1 <= top_k <= n_layers:
+            raise ValueError(f"top_k={top_k} must be between 1 and the model's {n_layers} encoder layers")
+        for layer in layers[n_layers - top_k:]:
+            layer.requires_grad_(True)
+    elif strategy == "full":
+        model.requires_grad_(True)
+    if asr.kind == WHISPER_KIND:
+        enc = model.model.encoder
+        enc.embed_positions.requires_grad_(False)
+        if strategy == "full":
+            enc.conv1.requires_grad_(False)
+            enc.conv2.requires_grad_(False)
+        if strategy in ("top-k", "full"):
+            enc.layer_norm.requires_grad_(True)
 
-    drop_last = False
-
-    def __init__(self, lengths: list[int], batch_size: int, bucket_batches: int, seed: int) -> None:
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.bucket_batches = bucket_batches
-        self.seed = seed
-        self.epoch = 0
-
-    def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))
-        window = self.batch_size * self.bucket_batches
-        out: list[list[int]] = []
-        for lo in range(0, len(order), window):
-            chunk = order[lo:lo + window]
-            if self.bucket_batches > 1:
-                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            out += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        return [out[i] for i in rng.permutation(len(out))]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-
-class TrainSet:
-    """Dataset of training examples for :class:`speechtl.models.whisper.WhisperCollator`."""
-
-    def __init__(self, utts: list[Utterance], tokens: list[list[int]], rows: Any, sampler: LengthBucketSampler):
-        self.utts, self.tokens, self.rows, self.sampler = utts, tokens, rows, sampler
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        source = self.rows[i] if self.rows is not None else load_audio(self.utts[i].audio_filepath)
-        return {"index": i, "input": source, "tokens": self.tokens[i], "epoch": self.sampler.epoch}
-
-
-def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, long_labels: str,
-                   where: str) -> tuple[list[Utterance], list[list[int]], list[QuarantineRecord]]:
-    """Utterances, their decoder token sequences and the ones skipped for over-long labels."""
-    problems = validate(utts)
-    if problems or not utts:
-        raise ValueError(f"{where}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
-    ids, texts = [u.id for u in utts], [u.text for u in utts]
-    try:
-        return utts, asr.token_sequences(texts, lang, ids=ids, task=task), []
-    except LabelTooLong as exc:
-        if long_labels != "skip":
-            raise ValueError(f"{where}: {exc} (TrainConfig.long_labels='skip' leaves them out)") from exc
-        too_long = dict(exc.items)
-    kept = [u for u in utts if u.id not in too_long]
-    skipped = [QuarantineRecord(id=u.id, field="text", reason="label_too_long",
-                                detail=f"{too_long[u.id]} tokens > max_label_tokens={asr.max_label_tokens}",
-                                source=u.audio_filepath, text=u.text) for u in utts if u.id in too_long]
-    log.warning("%s: %d utterance(s) left out for labels over %d tokens", where, len(skipped), asr.max_label_tokens)
-    if not kept:
-        raise ValueError(f"{where}: every utterance has a label over max_label_tokens={asr.max_label_tokens}")
-    return kept, asr.token_sequences([u.text for u in kept], lang, ids=[u.id for u in kept], task=task), skipped
-
-
-def references(utts: list[Utterance], normalizer: Callable[[str], str], where: str) -> list[str]:
-    """Normalized dev references; a transcript the normalizer rejects is an error naming it."""
-    out = []
-    for utt in utts:
-        try:
-            out.append(normalizer(utt.text))
-        except TextRejected as exc:
-            raise ValueError(f"{where}: id={utt.id}: field 'text' rejected by the normalizer ({exc})") from exc
-    return out
-
-
-@functools.lru_cache(maxsize=8)
-def _lenient(config: TextConfig) -> Normalizer:
-    return Normalizer(dataclasses.replace(config, check_alphabet=False))
-
-
-def normalize_hypothesis(normalizer: Callable[[str], str], text: str) -> str:
-    """A hypothesis as scored: normalized; nothing speakable -> ""; off-alphabet text is kept (and counts)."""
-    try:
-        return normalizer(text)
-    except TextRejected as exc:
-        if exc.reason in ("empty", "non_speech"):
-            return ""
-        if isinstance(normalizer, Normalizer):
-            try:
-                return _lenient(normalizer.config)(text)
-            except TextRejected:
-                pass
-        return " ".join(text.lower().split())
+        frozen = frozen_stages(model)
+    else:
+        model.freeze_feature_encoder()
+        if strategy in ("top-k", "full") and getattr(model.config, "do_stable_layer_norm", False):
+            model.base_model.encoder.layer_norm.requires_grad_(True)  # applied after the last layer
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("CTC strategy %s: %d of %d parameters train (%.2f%%)", strategy, trainable, total,
+             100 * trainable / total)
+    return {"trainable_params": trainable, "total_params": total, "frozen_stages": frozen}

@@ -138,8 +138,8 @@ def test_adapt_with_a_bad_override_names_the_key(setup, capsys):
 
 
 def test_pick_sentences_keeps_each_term_and_is_seeded(tmp_path):
-    from speechtl.config import ConfigError, SourceConfig
     from speechtl.adapt.run import pick_sentences
+    from speechtl.config import ConfigError, SourceConfig
 
     terms = tmp_path / "terms.txt"
     terms.write_text("omeprazol\nInsulina lenta\n", encoding="utf-8")

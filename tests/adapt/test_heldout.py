@@ -7,8 +7,8 @@ import pytest
 
 from speechtl.config import ConfigError, SourceConfig, recipe_from_dict
 from speechtl.data.manifest import SplitConfig, Utterance, read_manifest, write_jsonl
-from speechtl.report.data import relation, relation_text
 from speechtl.evaluate.verify import ReplayTranscriber, verify_transcripts
+from speechtl.report.data import relation, relation_text
 
 
 def _utt(uid, text, speaker="s1", **extra):

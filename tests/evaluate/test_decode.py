@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speechtl.data.manifest import Utterance, write_jsonl
 from speechtl.evaluate import decode as evaluate
-
 from speechtl.evaluate import scoring
 from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.evaluate.error_analysis import confusions, hallucinations
@@ -24,7 +24,6 @@ from speechtl.evaluate.scoring import (
     scoring_normalizer,
     term_recall,
 )
-from speechtl.data.manifest import Utterance, write_jsonl
 from speechtl.evaluate.significance import bootstrap_ci, paired_bootstrap
 from speechtl.text.normalize import get_normalizer
 
@@ -136,10 +135,10 @@ def test_rejected_hypothesis_counts_as_empty(hyp):
     assert sum(s.rejected_hypotheses.values()) == 1
 
 
-def test_training_normalizer_rejecting_foreign_script_scores_as_empty():
+def test_foreign_script_rejected_by_a_strict_normalizer_still_counts_its_words():
     strict = get_normalizer("es")  # check_alphabet=True: a hallucination in another script is rejected
     s = score(["hola"], ["你好"], strict)
-    assert s.rejected_hypotheses == {"bad_chars": 1} and s.deletions == 1
+    assert s.rejected_hypotheses == {"bad_chars": 1} and s.substitutions == 1 and s.deletions == 0
     # the scoring default keeps it and counts a substitution instead
     assert score(["hola"], ["你好"], ES).substitutions == 1
 

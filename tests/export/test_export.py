@@ -13,9 +13,9 @@ pytest.importorskip("ctranslate2")
 
 from tone_corpus import tone_rows  # noqa: E402
 
-from speechtl.export.parity import ExportParityError, export, parity  # noqa: E402
 from speechtl.data.manifest import write_jsonl  # noqa: E402
 from speechtl.export.card import card_text  # noqa: E402
+from speechtl.export.parity import ExportParityError, export, parity  # noqa: E402
 from speechtl.models.whisper import save_random_whisper  # noqa: E402
 
 

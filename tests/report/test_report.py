@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from speechtl.cli import main
-from speechtl.report.compare import compare, markdown_table
-from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.data.manifest import Utterance
-from speechtl.report.markdown import markdown, regenerate, write_report
+from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.report.compare import compare, markdown_table
 from speechtl.report.data import enrich, sets_of, summary_rows
+from speechtl.report.markdown import markdown
+from speechtl.report.write import regenerate, write_report
 
 pytest.importorskip("matplotlib")
 

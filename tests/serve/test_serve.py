@@ -379,9 +379,9 @@ def test_real_tiny_whisper_transformers_backend(tiny_whisper, wav):
 def test_real_tiny_whisper_ct2_on_faster_whisper(tiny_whisper, tmp_path, wav):
     pytest.importorskip("faster_whisper")
     pytest.importorskip("ctranslate2")
-    from speechtl.export.formats import export_ct2
-
     import ctranslate2
+
+    from speechtl.export.formats import export_ct2
 
     ct2 = export_ct2(tiny_whisper, tmp_path / "ct2", "float32")
     assert isinstance(load_backend(ct2, compute_type="float32"), FasterWhisperBackend)

@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from speechtl.train.interpolate import Interpolator, interpolate, select_alpha  # noqa: E402
 from speechtl.models.whisper import save_random_whisper  # noqa: E402
+from speechtl.train.interpolate import Interpolator, interpolate, select_alpha  # noqa: E402
 
 
 def _states():

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechtl.cache import cache_root
+from speechtl.data.importers import CorpusError
 from speechtl.data.manifest import RawItem
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,6 @@ def _read_texts(path: Path) -> list[tuple[int, str, str]]:
             if not line.strip() or line.lstrip().startswith(";"):
                 continue
             if ":" not in line:
-                from speechtl.data.importers import CorpusError
-
                 raise CorpusError(f"{path}:{line_no}: expected 'id: text', got {line!r}")
             prompt_id, text = line.split(":", 1)
             rows.append((line_no, prompt_id.strip(), text.strip()))
@@ -275,8 +274,6 @@ def read(
         if prompt_id in seen:
             renamed = DUPLICATE_IDS.get((raw_id, raw_text))
             if renamed is None:
-                from speechtl.data.importers import CorpusError
-
                 raise CorpusError(f"{texts_path}:{line_no}: id {raw_id!r} repeats line {seen[prompt_id]}")
             prompt_id = renamed
         seen[prompt_id] = line_no

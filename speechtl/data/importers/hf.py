@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.audio import AudioRejected, decode_bytes
 from speechtl.data.importers import CorpusError, IdRegistry
 from speechtl.data.manifest import RawItem
 
@@ -137,7 +138,6 @@ def _jsonable(value: Any) -> bool:
 
 def _audio(value: Any, base: Path | None) -> dict[str, Any]:
     """RawItem keyword arguments for one row's audio cell (never raises for bad audio)."""
-    from speechtl.audio import AudioRejected, decode_bytes
 
     if isinstance(value, str):
         value = {"path": value}

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.audio import AudioRejected, decode_bytes
 from speechtl.data.importers import CorpusError, where
 from speechtl.data.manifest import RawItem
 
@@ -114,7 +115,6 @@ def _read_segments(path: Path) -> dict[str, _Segment]:
 
 def _run_command(command: str, base_dir: Path, timeout_s: float) -> tuple[np.ndarray, int]:
     """Run a wav.scp pipe command and decode its stdout; raises RuntimeError with the reason."""
-    from speechtl.audio import AudioRejected, decode_bytes
 
     try:
         proc = subprocess.run(command, shell=True, cwd=base_dir, capture_output=True, timeout=timeout_s, check=False)

@@ -36,7 +36,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import wave
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -47,8 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.data.manifest import RawItem, SplitConfig, assign, sentence_key
+from speechtl.data.synth import kokoro
 from speechtl.data.synth.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
-from speechtl.data.manifest import RawItem, SplitConfig, assign, atomic_write_text, sentence_key
+from speechtl.fsio import atomic_write_bytes, atomic_write_text
+from speechtl.text.normalize import TextRejected, get_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,6 @@ def list_voices(config: SynthConfig) -> list[Voice]:
     """The ``num_voices`` voices of this engine and seed, in a fixed order."""
     if config.engine == "espeak":
         return _espeak_voices(config.num_voices, config.seed)
-    from speechtl.data.synth import kokoro
 
     specs = kokoro.voice_specs(config.num_voices, config.seed)
     return [Voice(f"kokoro-{name}", "kokoro", params) for name, params in specs]
@@ -200,8 +201,6 @@ def synthesize(text: str, voice: Voice, lang: str) -> tuple[np.ndarray, int]:
     if voice.engine == "espeak":
         return _espeak_synthesize(text, voice, lang)
     if voice.engine == "kokoro":
-        from speechtl.data.synth import kokoro
-
         return kokoro.synthesize(text, voice.params, lang)
     raise ValueError(f"synth: voice {voice.id} has engine {voice.engine!r}, must be one of {ENGINES}")
 
@@ -256,15 +255,7 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
         w.writeframes(pcm.tobytes())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # ------------------------------------------------------------------ corpus
@@ -292,7 +283,6 @@ def _item_rng(seed: int, voice_id: str, sentence_id: str) -> np.random.Generator
 
 def _split_keys(sentences: list[tuple[str, str]], lang: str) -> dict[str, str]:
     """Sentence id -> the sentence key split() will see: that of the normalized transcript."""
-    from speechtl.text.normalize import TextRejected, get_normalizer
 
     normalizer = get_normalizer(lang)
     keys = {}
@@ -340,7 +330,6 @@ def _run_task(task: _Task) -> tuple[int, str | None]:
 
 def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    from speechtl.data.synth import kokoro
 
     kokoro.set_threads(threads)  # also drops a session inherited through fork: each worker makes its own
 
@@ -401,8 +390,6 @@ def synthesize_corpus(
     for voice in voices:
         _check_voice_dir(out_dir, voice, config)
     if config.engine == "kokoro":
-        from speechtl.data.synth import kokoro
-
         kokoro.model_path()  # join the model once, here, before workers race for it
 
     pools = {None: voices}

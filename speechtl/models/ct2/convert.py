@@ -28,9 +28,20 @@ from pathlib import Path
 import numpy as np
 
 # the parity check lives next to the runtime it checks against (ct2_whisper); importable from here too
-from speechtl.models.ct2.whisper import (MAX_TARGET_LENGTH, MULTILINGUAL_VOCAB_SIZE, ClipCheck, Clips, CT2Whisper,
-                                         Ct2FormatError, SpecialTokens, VerifyResult, generation_settings,
-                                         read_ct2_config, speech_clips, verify)
+from speechtl.models.ct2.whisper import (
+    MAX_TARGET_LENGTH,
+    MULTILINGUAL_VOCAB_SIZE,
+    ClipCheck,
+    Clips,
+    Ct2FormatError,
+    CT2Whisper,
+    SpecialTokens,
+    VerifyResult,
+    generation_settings,
+    read_ct2_config,
+    speech_clips,
+    verify,
+)
 
 log = logging.getLogger(__name__)
 

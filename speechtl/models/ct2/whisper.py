@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtl import audio
+
 log = logging.getLogger(__name__)
 
 MAX_TARGET_LENGTH = 448  # Whisper's decoder context
@@ -232,7 +234,6 @@ class Clips:
 
 def speech_clips(sentences: Sequence[str] = SPANISH_SENTENCES, voice: str = "es") -> Clips:
     """Short clips spoken by espeak-ng, at 16 kHz; plain tones (said so in ``source``) when it is missing."""
-    from speechtl import audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.models.ctc.vocab import PAD, UNK, WORD_DELIMITER
-from speechtl.data.manifest import atomic_write_text
+from speechtl.fsio import atomic_write_text
 from speechtl.models.ctc.ngram_lm import BOS, EOS, train_ngram
 from speechtl.models.ctc.ngram_lm import UNK as LM_UNK
+from speechtl.models.ctc.vocab import PAD, UNK, WORD_DELIMITER
 
 logger = logging.getLogger(__name__)
 

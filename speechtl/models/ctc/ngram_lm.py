@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from speechtl.fsio import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,26 +100,19 @@ class NGramModel:
     def write_arpa(self, path: Path | str) -> Path:
         """Write the model as an ARPA file (temporary name, then renamed); returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write("\\data\\\n")
-                for n, table in enumerate(self.log10_probs, start=1):
-                    out.write(f"ngram {n}={len(table)}\n")
-                for n, table in enumerate(self.log10_probs, start=1):
-                    out.write(f"\n\\{n}-grams:\n")
-                    backoffs = self.log10_backoffs[n - 1] if n < self.order else {}
-                    for gram in sorted(table):
-                        line = f"{table[gram]:.7f}\t{' '.join(gram)}"
-                        if gram in backoffs:
-                            line += f"\t{backoffs[gram]:.7f}"
-                        out.write(line + "\n")
-                out.write("\n\\end\\\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "w", encoding="utf-8") as out:
+            out.write("\\data\\\n")
+            for n, table in enumerate(self.log10_probs, start=1):
+                out.write(f"ngram {n}={len(table)}\n")
+            for n, table in enumerate(self.log10_probs, start=1):
+                out.write(f"\n\\{n}-grams:\n")
+                backoffs = self.log10_backoffs[n - 1] if n < self.order else {}
+                for gram in sorted(table):
+                    line = f"{table[gram]:.7f}\t{' '.join(gram)}"
+                    if gram in backoffs:
+                        line += f"\t{backoffs[gram]:.7f}"
+                    out.write(line + "\n")
+            out.write("\n\\end\\\n")
         return path
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speechtl.data.manifest import atomic_write_text
+from speechtl.fsio import atomic_write_text
 from speechtl.text.normalize import alphabet
 
 PAD = "<pad>"

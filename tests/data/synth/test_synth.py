@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from speechtl.data.synth import channel as ch
-from speechtl.data.synth import kokoro
 from speechtl.data.synth import corpus as synth
+from speechtl.data.synth import kokoro
 from speechtl.data.synth.channel import ChannelConfig, simulate_channel
 from speechtl.data.synth.corpus import SynthConfig, SynthError, list_voices, read_sentences, synthesize_corpus
 

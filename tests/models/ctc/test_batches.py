@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from speechtl.models.ctc.batches import IGNORE_INDEX, CtcCollator
-from speechtl.train.strategies import LengthBucketSampler
+from speechtl.train.batches import LengthBucketSampler
 
 
 def test_duration_buckets_waste_less_padding_than_random_batches():
