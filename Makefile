@@ -33,7 +33,9 @@ $(STAMP): pyproject.toml scripts/system-deps.sh
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
+# the import layers of DESIGN.md first (import-linter, [tool.importlinter] in pyproject.toml), then the tests
 test: setup
+	$(VENV)/bin/lint-imports
 	$(RUN_ENV) $(PY) -m pytest -q
 
 prepare-asterisk: setup

@@ -259,11 +259,7 @@ def _add_prepare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="speechtl", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_prepare_command(sub: Any) -> None:
     p = sub.add_parser("prepare", help="import a corpus and normalize it into manifests")
     p.add_argument("source", help="corpus folder, NeMo manifest, or HF dataset folder / hub id")
     p.add_argument(
@@ -273,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_options(p)
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_synth_command(sub: Any) -> None:
     p = sub.add_parser("synth", help="synthesize speech for sentences files into manifests")
     p.add_argument("sentences", nargs="+", help="text files, one sentence a line")
     p.add_argument("--engine", choices=["kokoro", "espeak"], default="kokoro")
@@ -284,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_options(p)
     p.set_defaults(func=cmd_synth)
 
+
+def _add_adapt_command(sub: Any) -> None:
     p = sub.add_parser("adapt", help="prepare data, evaluate the baseline, train, evaluate, report, export")
     p.add_argument("recipe", help="recipe YAML, e.g. recipes/es.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.strategy=lora")
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue training from the last checkpoint")
     p.set_defaults(func=cmd_adapt)
 
+
+def _add_eval_command(sub: Any) -> None:
     p = sub.add_parser("eval", help="score a model on a manifest")
     p.add_argument("--model", required=True, help="model name, hub id or directory")
     p.add_argument("--manifest", required=True, help="JSONL with at least audio_filepath and text")
@@ -302,12 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_compare_command(sub: Any) -> None:
     p = sub.add_parser("compare", help="side-by-side WER table of run folders and evaluation folders")
     p.add_argument("dirs", nargs="+", metavar="RUN_OR_EVAL_DIR",
                    help="run folder (has report.json) or evaluation folder (has metrics.json)")
     p.add_argument("--out", help="also write the table as Markdown to this file")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_transcribe_command(sub: Any) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files")
     p.add_argument("--model", required=True)
     p.add_argument("audio", nargs="+")
@@ -315,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt")
     p.set_defaults(func=cmd_transcribe)
 
+
+def _add_export_command(sub: Any) -> None:
     p = sub.add_parser("export", help="export a run's best model (or a model dir) with a parity check and card")
     p.add_argument("source", help="a run folder (runs/<name>) or a model directory")
     p.add_argument("--format", required=True, choices=["hf", "ct2", "onnx"])
@@ -326,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin-points", type=float, default=1.0, help="fail when the export loses more WER points")
     p.set_defaults(func=cmd_export)
 
+
+def _add_serve_command(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible /v1/audio/transcriptions")
     p.add_argument("--model", required=True, help="CTranslate2 export dir (model.bin), transformers dir, or name")
     p.add_argument("--host", default="127.0.0.1")
@@ -341,10 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-id", help="id in /v1/models (default: the model folder's name)")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_validate_command(sub: Any) -> None:
     p = sub.add_parser("validate", help="check manifests (any JSONL with audio_filepath and text)")
     p.add_argument("manifests", nargs="+")
     p.add_argument("--no-files", action="store_true", help="do not check that audio files exist")
     p.set_defaults(func=cmd_validate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechtl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare_command(sub)
+    _add_synth_command(sub)
+    _add_adapt_command(sub)
+    _add_eval_command(sub)
+    _add_compare_command(sub)
+    _add_transcribe_command(sub)
+    _add_export_command(sub)
+    _add_serve_command(sub)
+    _add_validate_command(sub)
     return parser
 
 

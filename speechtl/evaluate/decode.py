@@ -24,6 +24,7 @@ from speechtl.data.manifest import Utterance, read_manifest, write_jsonl
 from speechtl.evaluate.error_analysis import confusions, hallucinations
 from speechtl.evaluate.scoring import (
     EvaluationError,
+    UttScore,
     normalize_references,
     read_terms,
     score,
@@ -112,6 +113,33 @@ def _transcribe_all(transcriber: Transcriber, utts: list[Utterance], lang: str, 
     return [h for h in hyps if h is not None], timing
 
 
+def _checked_utterances(manifest: Path | str | Iterable[Utterance],
+                        normalizer: Normalizer) -> tuple[str | None, list[Utterance]]:
+    """The manifest's name (None in memory) and utterances: not empty, unique ids, every reference scorable
+    (checked before any decode time is spent)."""
+    if isinstance(manifest, str | PathLike):
+        manifest_name: str | None = str(manifest)
+        utts = read_manifest(manifest)
+    else:
+        manifest_name, utts = None, list(manifest)
+    if not utts:
+        raise EvaluationError(f"manifest {manifest_name or '<in memory>'}: no utterances")
+    dupes = sorted(k for k, v in Counter(u.id for u in utts).items() if v > 1)
+    if dupes:
+        raise EvaluationError(f"manifest {manifest_name or '<in memory>'}: duplicate utterance id {dupes[0]}"
+                              + (f" and {len(dupes) - 1} more" if len(dupes) > 1 else ""))
+    normalize_references([u.text for u in utts], [u.id for u in utts], normalizer)
+    return manifest_name, utts
+
+
+def _hypothesis_row(utt: Utterance, hyp: str, s: UttScore) -> dict[str, Any]:
+    return {"id": utt.id, "speaker": s.speaker, "audio_filepath": utt.audio_filepath,
+            "reference": utt.text, "hypothesis": hyp,
+            "reference_normalized": s.reference, "hypothesis_normalized": s.hypothesis,
+            "hypothesis_rejected": s.hypothesis_rejected, "wer": s.wer, "cer": s.cer,
+            **asdict(s.words), "ops": [op.to_json() for op in s.ops]}
+
+
 def evaluate_manifest(
     transcriber: Transcriber,
     manifest: Path | str | Iterable[Utterance],
@@ -145,19 +173,8 @@ def evaluate_manifest(
         raise TypeError("evaluate_manifest: terms must be a list of terms or a Path to a terms file, not a str")
     term_list = read_terms(terms) if isinstance(terms, PathLike) else list(terms) if terms is not None else None
     normalizer = normalizer or scoring_normalizer(lang)
-    if isinstance(manifest, str | PathLike):
-        manifest_name: str | None = str(manifest)
-        utts = read_manifest(manifest)
-    else:
-        manifest_name, utts = None, list(manifest)
-    if not utts:
-        raise EvaluationError(f"manifest {manifest_name or '<in memory>'}: no utterances")
-    dupes = sorted(k for k, v in Counter(u.id for u in utts).items() if v > 1)
-    if dupes:
-        raise EvaluationError(f"manifest {manifest_name or '<in memory>'}: duplicate utterance id {dupes[0]}"
-                              + (f" and {len(dupes) - 1} more" if len(dupes) > 1 else ""))
+    manifest_name, utts = _checked_utterances(manifest, normalizer)
     ids = [u.id for u in utts]
-    normalize_references([u.text for u in utts], ids, normalizer)  # fail before spending decode time
 
     log.info("evaluating %d utterances of %s (lang=%s, batch_size=%d)", len(utts),
              manifest_name or "<in memory>", lang, batch_size)
@@ -179,16 +196,8 @@ def evaluate_manifest(
     metrics.update(extra or {})
 
     out = Path(out_dir)
-    rows = []
-    for utt, hyp, s in zip(utts, hyps, scores.utterances):
-        rows.append({
-            "id": utt.id, "speaker": s.speaker, "audio_filepath": utt.audio_filepath,
-            "reference": utt.text, "hypothesis": hyp,
-            "reference_normalized": s.reference, "hypothesis_normalized": s.hypothesis,
-            "hypothesis_rejected": s.hypothesis_rejected, "wer": s.wer, "cer": s.cer,
-            **asdict(s.words), "ops": [op.to_json() for op in s.ops],
-        })
-    write_jsonl(out / "hypotheses.jsonl", rows)
+    write_jsonl(out / "hypotheses.jsonl", [_hypothesis_row(utt, hyp, s)
+                                           for utt, hyp, s in zip(utts, hyps, scores.utterances)])
     atomic_write_text(out / "metrics.json", json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
     log.info("WER %.2f%%, CER %.2f%% over %d utterances (%s); wrote %s", 100 * scores.wer, 100 * scores.cer,
              scores.num_utts, normalizer.name, out)

@@ -204,6 +204,48 @@ def _bad(param: str, message: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
 
+def _add_error_handlers(app: Any) -> None:
+    """Every error leaves in OpenAI's shape: ours, starlette's HTTP errors and FastAPI's validation errors."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    app.add_exception_handler(ApiError, lambda _, exc: exc.response())
+    app.add_exception_handler(HTTPException, lambda request, exc: ApiError(
+        exc.status_code, exc.detail if exc.status_code != 404 else f"Invalid URL ({request.method} "
+        f"{request.url.path})", code="request_too_large" if exc.status_code == 413 else None,
+        kind="invalid_request_error" if exc.status_code < 500 else "server_error").response())
+
+    def validation_error(_: Any, exc: Any) -> Any:
+        err = (exc.errors() or [{}])[0]
+        param = str(err.get("loc", ("body", "request"))[-1])
+        if err.get("type") == "missing":
+            return _bad(param, f"Missing required parameter: '{param}'.", "missing_required_parameter").response()
+        return _bad(param, f"Invalid value for '{param}': {err.get('msg', 'invalid')}.").response()
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _checked_form(backend: Backend, model: str, response_format: str, temperature: float,
+                  granularities: list[str] | None, prompt: str | None) -> set[str]:
+    """The requested timestamp granularities, once every form field is valid for ``backend`` (else a 400)."""
+    if not model.strip():
+        raise _bad("model", "Missing required parameter: 'model'.", "missing_required_parameter")
+    if response_format not in RESPONSE_FORMATS:
+        raise _bad("response_format", f"Invalid value: '{response_format}'. Supported values are: "
+                   + ", ".join(f"'{f}'" for f in RESPONSE_FORMATS) + ".")
+    if not 0.0 <= temperature <= 1.0:
+        raise _bad("temperature", f"Invalid value for 'temperature': {temperature} is not between 0 and 1.")
+    grans = set(granularities or ())
+    if grans - {"segment", "word"}:
+        raise _bad("timestamp_granularities[]", f"Invalid value: {sorted(grans)}; use 'segment' and/or 'word'.")
+    if grans and response_format != "verbose_json":
+        raise _bad("timestamp_granularities[]", "timestamp_granularities requires response_format=verbose_json.")
+    if "word" in grans and not backend.supports_words:
+        raise _bad("timestamp_granularities[]", "Word timestamps are not available for this model.")
+    if prompt and not backend.supports_prompt:
+        raise _bad("prompt", "This model takes no prompt.")
+    return grans
+
+
 def create_app(backend: Backend, *, api_key: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_duration_s: float = DEFAULT_MAX_DURATION_S, queue_size: int = DEFAULT_QUEUE_SIZE,
                model_id: str = "speechtl") -> Any:
@@ -217,8 +259,6 @@ def create_app(backend: Backend, *, api_key: str | None = None, max_upload_bytes
     """
     fastapi = _fastapi()
     from fastapi import File, Form, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
 
     if max_upload_bytes <= 0 or max_duration_s <= 0 or queue_size < 0:
         raise ValueError(f"need max_upload_bytes > 0 ({max_upload_bytes}), max_duration_s > 0 ({max_duration_s}) "
@@ -233,19 +273,7 @@ def create_app(backend: Backend, *, api_key: str | None = None, max_upload_bytes
 
     app = fastapi.FastAPI(title="speechtl", lifespan=lifespan)
     app.add_middleware(_Gate, api_key=api_key or None, max_upload_bytes=max_upload_bytes)
-    app.add_exception_handler(ApiError, lambda _, exc: exc.response())
-    app.add_exception_handler(HTTPException, lambda request, exc: ApiError(
-        exc.status_code, exc.detail if exc.status_code != 404 else f"Invalid URL ({request.method} "
-        f"{request.url.path})", code="request_too_large" if exc.status_code == 413 else None,
-        kind="invalid_request_error" if exc.status_code < 500 else "server_error").response())
-
-    def validation_error(_: Any, exc: Any) -> Any:
-        err = (exc.errors() or [{}])[0]
-        param = str(err.get("loc", ("body", "request"))[-1])
-        if err.get("type") == "missing":
-            return _bad(param, f"Missing required parameter: '{param}'.", "missing_required_parameter").response()
-        return _bad(param, f"Invalid value for '{param}': {err.get('msg', 'invalid')}.").response()
-    app.add_exception_handler(RequestValidationError, validation_error)
+    _add_error_handlers(app)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -264,22 +292,7 @@ def create_app(backend: Backend, *, api_key: str | None = None, max_upload_bytes
         response_format: Annotated[str, Form()] = "json", temperature: Annotated[float, Form()] = 0.0,
         granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
     ) -> Any:
-        if not model.strip():
-            raise _bad("model", "Missing required parameter: 'model'.", "missing_required_parameter")
-        if response_format not in RESPONSE_FORMATS:
-            raise _bad("response_format", f"Invalid value: '{response_format}'. Supported values are: "
-                       + ", ".join(f"'{f}'" for f in RESPONSE_FORMATS) + ".")
-        if not 0.0 <= temperature <= 1.0:
-            raise _bad("temperature", f"Invalid value for 'temperature': {temperature} is not between 0 and 1.")
-        grans = set(granularities or ())
-        if grans - {"segment", "word"}:
-            raise _bad("timestamp_granularities[]", f"Invalid value: {sorted(grans)}; use 'segment' and/or 'word'.")
-        if grans and response_format != "verbose_json":
-            raise _bad("timestamp_granularities[]", "timestamp_granularities requires response_format=verbose_json.")
-        if "word" in grans and not backend.supports_words:
-            raise _bad("timestamp_granularities[]", "Word timestamps are not available for this model.")
-        if prompt and not backend.supports_prompt:
-            raise _bad("prompt", "This model takes no prompt.")
+        grans = _checked_form(backend, model, response_format, temperature, granularities, prompt)
         suffix = _check_media(file)
         size = file.size if file.size is not None else len(await file.read())
         if size > max_upload_bytes:

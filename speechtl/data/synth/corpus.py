@@ -354,6 +354,34 @@ def _check_voice_dir(out_dir: Path, voice: Voice, config: SynthConfig) -> None:
     atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
 
 
+def _check_sentences(sentences: list[tuple[str, str]]) -> None:
+    seen: set[str] = set()
+    for sentence_id, text in sentences:
+        if not SAFE_ID.match(sentence_id or ""):
+            raise SynthError(f"synth: sentence id {sentence_id!r} must be letters, digits, '.', '_', '-' (a file name)")
+        if sentence_id in seen:
+            raise SynthError(f"synth: sentence id {sentence_id!r} appears twice")
+        if not text.strip():
+            raise SynthError(f"synth: sentence {sentence_id}: field 'text' is empty")
+        seen.add(sentence_id)
+
+
+def _voice_pools(sentences: list[tuple[str, str]], voices: list[Voice], config: SynthConfig,
+                 holdout: SplitConfig | None) -> tuple[dict[str | None, list[Voice]], dict[str, str | None]]:
+    """The voices each split may use and the split of each sentence (one pool, no splits, without a holdout)."""
+    # only when split() will hold out both (with < 3 voices it splits by sentence alone)
+    if holdout is None or not (holdout.by_speaker and holdout.by_sentence) or len(voices) < 3:
+        return {None: voices}, {}
+    voice_split = assign((v.id for v in voices), holdout, "speaker")
+    keys = _split_keys(sentences, config.lang)
+    by_text = assign(keys.values(), holdout, "sentence")
+    pools: dict[str | None, list[Voice]] = {name: [v for v in voices if voice_split[v.id] == name]
+                                            for name in set(voice_split.values())}
+    for name in set(by_text.values()) - set(pools):
+        raise SynthError(f"synth: no voice falls in the {name} split; raise num_voices (now {len(voices)})")
+    return pools, {sid: by_text[keys[sid]] for sid, _ in sentences}
+
+
 def synthesize_corpus(
     sentences: list[tuple[str, str]],
     out_dir: Path,
@@ -377,33 +405,14 @@ def synthesize_corpus(
     holds out voices and sentences without leaving any utterance unused.
     """
     out_dir = Path(out_dir)
-    seen: set[str] = set()
-    for sentence_id, text in sentences:
-        if not SAFE_ID.match(sentence_id or ""):
-            raise SynthError(f"synth: sentence id {sentence_id!r} must be letters, digits, '.', '_', '-' (a file name)")
-        if sentence_id in seen:
-            raise SynthError(f"synth: sentence id {sentence_id!r} appears twice")
-        if not text.strip():
-            raise SynthError(f"synth: sentence {sentence_id}: field 'text' is empty")
-        seen.add(sentence_id)
+    _check_sentences(sentences)
     voices = list_voices(config)
     for voice in voices:
         _check_voice_dir(out_dir, voice, config)
     if config.engine == "kokoro":
         kokoro.model_path()  # join the model once, here, before workers race for it
 
-    pools = {None: voices}
-    sentence_split: dict[str, str | None] = {}
-    # only when split() will hold out both (with < 3 voices it splits by sentence alone)
-    if holdout is not None and holdout.by_speaker and holdout.by_sentence and len(voices) >= 3:
-        voice_split = assign((v.id for v in voices), holdout, "speaker")
-        keys = _split_keys(sentences, config.lang)
-        by_text = assign(keys.values(), holdout, "sentence")
-        sentence_split = {sid: by_text[keys[sid]] for sid, _ in sentences}
-        pools = {name: [v for v in voices if voice_split[v.id] == name] for name in set(voice_split.values())}
-        for name in set(by_text.values()) - set(pools):
-            raise SynthError(f"synth: no voice falls in the {name} split; raise num_voices (now {len(voices)})")
-
+    pools, sentence_split = _voice_pools(sentences, voices, config, holdout)
     items: list[RawItem] = []
     tasks: list[_Task] = []
     for sentence_id, text in sentences:
@@ -426,10 +435,7 @@ def synthesize_corpus(
         if progress is not None:
             progress(skipped)
 
-    errors: dict[int, str] = {}
-    for index, error in _execute(tasks, config, progress):
-        if error is not None:
-            errors[index] = error
+    errors = {index: error for index, error in _execute(tasks, config, progress) if error is not None}
     if tasks and len(errors) == len(tasks) and not skipped:  # not one file: a setup problem, not a bad sentence
         first = tasks[0]
         raise SynthError(

@@ -173,6 +173,26 @@ def _boosted_lm(kenlm: Any, matcher: TermMatcher, order: int) -> Any:
     return BoostedLM()
 
 
+def _lexicon(words: Iterable[str], symbols: tuple[str, ...]) -> tuple[dict[str, list[int]], list[str]]:
+    """Each LM word spelled in CTC symbol indices (then the word delimiter), and the words it cannot spell."""
+    letters = set(symbols) - {PAD, UNK, WORD_DELIMITER}
+    lexicon: dict[str, list[int]] = {}
+    skipped: list[str] = []
+    for word in words:
+        if word in (BOS, EOS, LM_UNK):
+            continue
+        if all(c in letters for c in word):
+            lexicon[word] = [symbols.index(c) for c in word] + [symbols.index(WORD_DELIMITER)]
+        else:
+            skipped.append(word)
+    if skipped:
+        logger.warning("lexicon: %d of %d LM words use characters outside the CTC vocabulary and cannot be "
+                       "decoded, e.g. %s", len(skipped), len(skipped) + len(lexicon), skipped[:5])
+    if not lexicon:
+        raise ValueError("BeamDecoder.build: no LM word can be spelled with the CTC vocabulary")
+    return lexicon, skipped
+
+
 class BeamDecoder:
     """Lexicon beam search over CTC log-probs with a KenLM n-gram model; build it with :meth:`build`.
 
@@ -222,21 +242,7 @@ class BeamDecoder:
         model = train_ngram(sentences, order=order)
         arpa_path = model.write_arpa(workdir / "lm.arpa")
 
-        letters = set(symbols) - {PAD, UNK, WORD_DELIMITER}
-        lexicon: dict[str, list[int]] = {}
-        skipped: list[str] = []
-        for word in model.vocab:
-            if word in (BOS, EOS, LM_UNK):
-                continue
-            if all(c in letters for c in word):
-                lexicon[word] = [symbols.index(c) for c in word] + [symbols.index(WORD_DELIMITER)]
-            else:
-                skipped.append(word)
-        if skipped:
-            logger.warning("lexicon: %d of %d LM words use characters outside the CTC vocabulary and cannot be "
-                           "decoded, e.g. %s", len(skipped), len(skipped) + len(lexicon), skipped[:5])
-        if not lexicon:
-            raise ValueError("BeamDecoder.build: no LM word can be spelled with the CTC vocabulary")
+        lexicon, skipped = _lexicon(model.vocab, symbols)
         atomic_write_text(workdir / "lexicon.txt", "".join(
             f"{w}\t{' '.join(symbols[i] for i in ids)}\n" for w, ids in lexicon.items()))
 
