@@ -23,7 +23,7 @@ from pathlib import Path
 
 from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.models.whisper import WhisperASR
-from speechtl.runtimes.transcribers import FasterWhisperTranscriber
+from speechtl.runtimes import FasterWhisper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     source, _, split = payload["primary"].partition("/")
     manifest = args.manifest or Path(payload["data"][source][split])
     systems = [("transformers float32 (baseline)", lambda: WhisperASR.load(args.run / "export" / "hf"))]
-    systems += [(f"faster-whisper {ct}", lambda ct=ct: FasterWhisperTranscriber(args.run / "export" / "ct2",
+    systems += [(f"faster-whisper {ct}", lambda ct=ct: FasterWhisper(args.run / "export" / "ct2",
                                                                              compute_type=ct, num_threads=args.threads))
                 for ct in args.compute_types]
     systems.append((f"faster-whisper {args.compute_types[0]}, unpadded",  # as a caller of faster-whisper gets it
-                    lambda: FasterWhisperTranscriber(args.run / "export" / "ct2", compute_type=args.compute_types[0],
+                    lambda: FasterWhisper(args.run / "export" / "ct2", compute_type=args.compute_types[0],
                                                      num_threads=args.threads, pad=False)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,7 +63,7 @@ def _usage(fmt: str) -> list[str]:
                 "Serve it as an OpenAI-compatible endpoint (it pads): `speechtl serve --model PATH/TO/THIS/DIR`."]
     if fmt == "onnx":
         return ["`model.onnx` maps audio features to per-frame log-probabilities over `vocab.json`; "
-                "`speechtl.runtimes.transcribers.OnnxCtcTranscriber` runs it on onnxruntime with greedy decoding."]
+                "`speechtl.runtimes.onnx.OnnxCtc` runs it on onnxruntime with greedy decoding."]
     return ["```python", "from transformers import pipeline", "",
             'asr = pipeline("automatic-speech-recognition", model="PATH/TO/THIS/DIR")', "```", "",
             "CTC models saved by speechtl (`speechtl_ctc.json`) load with "

@@ -17,7 +17,7 @@ import numpy as np
 
 from speechtl.fsio import staged_dir
 from speechtl.models.wav2vec2 import WHISPER_KIND, CtcASR, architecture
-from speechtl.runtimes.transcribers import ONNX_META
+from speechtl.runtimes.onnx import ONNX_META
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.export.card import write_card
 from speechtl.export.formats import export_ct2, export_hf, export_onnx
 from speechtl.fsio import atomic_write_text, file_sha256
-from speechtl.runtimes.transcribers import runtime_transcriber, torch_transcriber
+from speechtl.runtimes import Transformers, load_runtime
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode).
 
     An ``hf`` export is a copy of the weights: with ``hf_check_utts``, the check is that every weight file is
-    byte-identical, plus a decode of the first ``hf_check_utts`` utterances through ``from_pretrained`` (the
-    transformers pipeline) against the PyTorch model on the same utterances.
+    byte-identical, plus a decode of the first ``hf_check_utts`` utterances of the export loaded afresh
+    (``from_pretrained``) against the PyTorch model on the same utterances.
     """
 
     utts: Path | list = manifest
@@ -78,11 +78,11 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     if fmt == "hf" and hf_check_utts:
         identical = weight_files_identical(model_dir, export_dir)
         utts, reference = read_manifest(manifest)[:hf_check_utts], None
-    runtime = runtime_transcriber(export_dir, fmt, lang=lang, compute_type=compute_type)
+    runtime = load_runtime(export_dir, lang=lang, compute_type=compute_type or "int8")
     exported = evaluate_manifest(runtime, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
     if reference is None:
-        reference = evaluate_manifest(torch_transcriber(model_dir, lang), utts, export_dir / "parity" / "torch",
-                                      lang=lang, model_name=str(model_dir))
+        reference = evaluate_manifest(Transformers.load(model_dir, language=lang), utts,
+                                      export_dir / "parity" / "torch", lang=lang, model_name=str(model_dir))
     diff = 100 * (exported["wer"] - reference["wer"])
     result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],
               "torch_wer": reference["wer"], "export_wer": exported["wer"], "diff_points": round(diff, 3),

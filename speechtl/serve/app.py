@@ -31,16 +31,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from speechtl.serve.backends import (
-    Backend,
-    RequestError,
-    Transcript,
-    decode_upload,
-    load_backend,
-    subtitles,
-    usage,
-    verbose_json,
-)
+from speechtl.runtimes import Runtime, load_runtime
+from speechtl.runtimes.transcript import RequestError, Transcript
+from speechtl.serve.responses import subtitles, usage, verbose_json
+from speechtl.serve.upload import decode_upload
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +218,7 @@ def _add_error_handlers(app: Any) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
 
 
-def _checked_form(backend: Backend, model: str, response_format: str, temperature: float,
+def _checked_form(backend: Runtime, model: str, response_format: str, temperature: float,
                   granularities: list[str] | None, prompt: str | None) -> set[str]:
     """The requested timestamp granularities, once every form field is valid for ``backend`` (else a 400)."""
     if not model.strip():
@@ -246,10 +240,10 @@ def _checked_form(backend: Backend, model: str, response_format: str, temperatur
     return grans
 
 
-def create_app(backend: Backend, *, api_key: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+def create_app(backend: Runtime, *, api_key: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_duration_s: float = DEFAULT_MAX_DURATION_S, queue_size: int = DEFAULT_QUEUE_SIZE,
                model_id: str = "speechtl") -> Any:
-    """The FastAPI app serving ``backend`` (anything with the :class:`~speechtl.serve.backends.Backend` API).
+    """The FastAPI app serving ``backend`` (anything with the :class:`~speechtl.runtimes.Runtime` API).
 
     ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <api_key>`` (``/health`` stays open).
     ``max_upload_bytes``: largest accepted file (the request body may exceed it by 64 KiB of form fields).
@@ -306,7 +300,7 @@ def create_app(backend: Backend, *, api_key: str | None = None, max_upload_bytes
             audio = await asyncio.to_thread(decode_upload, await file.read(), suffix, file.filename or "file",
                                             max_duration_s)
             lang = (language or "").strip().lower() or None
-            call = functools.partial(backend.transcribe, audio, language=lang, prompt=prompt or None,
+            call = functools.partial(backend.transcript, audio, language=lang, prompt=prompt or None,
                                      temperature=temperature, word_timestamps="word" in grans)
             future = slots.submit(call)
             submitted = True
@@ -331,13 +325,18 @@ def serve(model_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, a
           compute_type: str = "int8", language: str | None = None, num_workers: int = 1,
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_duration_s: float = DEFAULT_MAX_DURATION_S,
           queue_size: int = DEFAULT_QUEUE_SIZE, model_id: str | None = None, log_level: str = "info") -> None:
-    """Load the model in ``model_dir`` (:func:`~speechtl.serve.backends.load_backend`) and serve it until stopped."""
+    """Load the model in ``model_dir`` (:func:`~speechtl.runtimes.load_runtime`) and serve it until stopped."""
     _fastapi()
     try:
         import uvicorn
     except ImportError as exc:
         raise ImportError("speechtl serve needs uvicorn: pip install 'speechtl[serve]'") from exc
-    backend = load_backend(model_dir, compute_type=compute_type, num_workers=num_workers, language=language)
+    backend = load_runtime(model_dir, compute_type=compute_type, num_workers=num_workers, lang=language)
+    if not hasattr(backend, "transcript"):
+        raise ValueError(f"{model_dir}: {backend.name} has no serving runtime; serve a CTranslate2 or transformers "
+                         "directory")
+    if num_workers != 1 and backend.max_concurrency == 1:
+        log.warning("num_workers=%d ignored: %s serves one request at a time", num_workers, backend.name)
     app = create_app(backend, api_key=api_key, max_upload_bytes=max_upload_bytes, max_duration_s=max_duration_s,
                      queue_size=queue_size, model_id=model_id or Path(model_dir).resolve().name)
     log.info("serving %s (%s) on http://%s:%d/v1", model_dir, backend.name, host, port)

@@ -18,7 +18,7 @@ _SPACES_RE = re.compile(r"\s+")
 
 
 class Unverbalizable(ValueError):
-    """Something numeric has no reading in the language; :mod:`speechtl.text.normalize` reports it as ``unverbalizable``."""
+    """Something numeric has no reading in the language (:mod:`speechtl.text.normalize`: ``unverbalizable``)."""
 
 
 @lru_cache(maxsize=None)

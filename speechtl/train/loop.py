@@ -25,8 +25,9 @@ Per run, in ``out_dir``:
 
 Dev evaluation is greedy decoding of the whole dev manifest (shared between
 processes), scored by :func:`speechtl.evaluate.scoring.score` with the
-caller's normalizer: the very function that scores the report. Training utterances are batched by label length inside seeded
-windows, so batches carry little padding and the order is reproducible.
+caller's normalizer: the very function that scores the report. Training
+utterances are batched by label length inside seeded windows, so batches
+carry little padding and the order is reproducible.
 
 Several processes: ``accelerate launch --num_processes N ... script.py``. On
 CPUs, accelerate 1.15 only starts N processes for ``--cpu`` through mpirun;

@@ -1,4 +1,4 @@
-"""Tests for speechtl.evaluate.scoring and speechtl.evaluate.decode: scoring, per-speaker and term breakdowns, manifest decoding."""
+"""speechtl.evaluate.scoring and .decode: scoring, per-speaker and term breakdowns, manifest decoding."""
 
 from __future__ import annotations
 

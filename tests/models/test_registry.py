@@ -24,8 +24,8 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from speechtl.models import bundled, registry  # noqa: E402
 from speechtl.models.ct2 import convert as ct2_import  # noqa: E402
-from speechtl.models.ct2.convert import Ct2Model, read_model_bin
-from speechtl.models.ct2.whisper import Ct2FormatError
+from speechtl.models.ct2.convert import Ct2Model, read_model_bin  # noqa: E402
+from speechtl.models.ct2.whisper import Ct2FormatError  # noqa: E402
 
 # A Whisper is multilingual with >= 51865 tokens (OpenAI's rule, used for the transformers side) and, for
 # CTranslate2 4.x, when its vocabulary holds the empty token (id 50256 in OpenAI's). The multilingual test model

@@ -26,16 +26,9 @@ pytest.importorskip("python_multipart")
 uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
-from speechtl.serve.app import create_app
-from speechtl.serve.backends import (
-    FasterWhisperBackend,
-    RequestError,
-    Segment,
-    Transcript,
-    TransformersBackend,
-    Word,
-    load_backend,
-)
+from speechtl.runtimes import FasterWhisper, Transformers, load_runtime  # noqa: E402
+from speechtl.runtimes.transcript import RequestError, Segment, Transcript, Word  # noqa: E402
+from speechtl.serve.app import create_app  # noqa: E402
 
 KEY = "sk-test-key"
 TEXT = "hello world second part"
@@ -61,7 +54,7 @@ class FakeBackend:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate, self.started, self.calls = gate, threading.Event(), []
 
-    def transcribe(self, audio, *, language=None, prompt=None, temperature=0.0, word_timestamps=False):
+    def transcript(self, audio, *, language=None, prompt=None, temperature=0.0, word_timestamps=False):
         self.calls.append({"num_samples": len(audio), "dtype": str(audio.dtype), "language": language,
                            "prompt": prompt, "temperature": temperature, "words": word_timestamps})
         self.started.set()
@@ -334,17 +327,17 @@ class _FakeAsr:
 
 def test_transformers_backend_cuts_30s_windows_into_segments():
     asr = _FakeAsr()
-    backend = TransformersBackend(asr, "ctc", language="es")
-    result = backend.transcribe(np.zeros(65 * 16000, np.float32))
+    backend = Transformers(asr, "ctc", language="es")
+    result = backend.transcript(np.zeros(65 * 16000, np.float32))
     assert len(asr.lengths) == 3 and max(asr.lengths) <= 30 * 16000 and sum(asr.lengths) == 65 * 16000
     assert [s.text for s in result.segments] == [" window 0", " window 1", " window 2"]
     assert result.text == "window 0 window 1 window 2" and result.language == "es"
     assert result.segments[0].start == 0.0 and result.segments[-1].end == pytest.approx(65.0)
     assert result.segments[1].start == pytest.approx(65 / 3, abs=1e-3) == result.segments[0].end
     with pytest.raises(RequestError):
-        backend.transcribe(np.zeros(16000, np.float32), prompt="not for CTC")
+        backend.transcript(np.zeros(16000, np.float32), prompt="not for CTC")
     with pytest.raises(RequestError):
-        backend.transcribe(np.zeros(16000, np.float32), word_timestamps=True)
+        backend.transcript(np.zeros(16000, np.float32), word_timestamps=True)
 
 
 @pytest.fixture(scope="module")
@@ -357,8 +350,8 @@ def tiny_whisper(tmp_path_factory):
 
 
 def test_real_tiny_whisper_transformers_backend(tiny_whisper, wav):
-    backend = load_backend(tiny_whisper)
-    assert isinstance(backend, TransformersBackend) and backend.kind == "seq2seq"
+    backend = load_runtime(tiny_whisper)
+    assert isinstance(backend, Transformers) and backend.kind == "seq2seq"
     with running(create_app(backend, model_id="tiny")) as p:
         c = client(p, key="anything")  # no key set: any key is accepted
         with open(wav, "rb") as f:
@@ -384,11 +377,11 @@ def test_real_tiny_whisper_ct2_on_faster_whisper(tiny_whisper, tmp_path, wav):
     from speechtl.export.formats import export_ct2
 
     ct2 = export_ct2(tiny_whisper, tmp_path / "ct2", "float32")
-    assert isinstance(load_backend(ct2, compute_type="float32"), FasterWhisperBackend)
+    assert isinstance(load_runtime(ct2, compute_type="float32"), FasterWhisper)
     # the requests sample (temperature > 0) from a random model: seeded, or whether a segment lands inside the
     # 1-s clip is luck
     ctranslate2.set_random_seed(0)
-    backend = FasterWhisperBackend(ct2, compute_type="float32", beam_size=1)
+    backend = FasterWhisper(ct2, compute_type="float32", beam_size=1)
     with running(create_app(backend, api_key=KEY, model_id="tiny-ct2")) as p:
         with open(wav, "rb") as f:
             result = client(p).audio.transcriptions.create(

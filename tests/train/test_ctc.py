@@ -17,13 +17,13 @@ from tone_corpus import SR, tone_rows  # noqa: E402
 
 from speechtl.data.manifest import write_jsonl  # noqa: E402
 from speechtl.models.ctc.vocab import load_vocab  # noqa: E402
-from speechtl.models.wav2vec2 import CtcASR, architecture
+from speechtl.models.wav2vec2 import CtcASR, architecture  # noqa: E402
 from speechtl.models.whisper import save_random_whisper  # noqa: E402
 from speechtl.text.normalize import get_normalizer  # noqa: E402
-from speechtl.train.config import TrainConfig
-from speechtl.train.loop import train
-from speechtl.train.parts import TrainEvent
-from speechtl.train.strategies import apply_ctc_strategy
+from speechtl.train.config import TrainConfig  # noqa: E402
+from speechtl.train.loop import train  # noqa: E402
+from speechtl.train.parts import TrainEvent  # noqa: E402
+from speechtl.train.strategies import apply_ctc_strategy  # noqa: E402
 
 TRAIN = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
 NORM = get_normalizer("es")  # scoring normalizer (strips accents); labels keep them

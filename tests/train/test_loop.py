@@ -24,13 +24,13 @@ from speechtl.data.manifest import read_manifest, write_jsonl  # noqa: E402
 from speechtl.models.encoder_cache import cache_whisper_encoder  # noqa: E402
 from speechtl.models.whisper import WhisperASR, num_encoder_stages, save_random_whisper  # noqa: E402
 from speechtl.text.normalize import get_normalizer  # noqa: E402
-from speechtl.train.batches import LengthBucketSampler
-from speechtl.train.config import TrainConfig
-from speechtl.train.loop import train
-from speechtl.train.lora import merge_lora_state_dict
-from speechtl.train.parts import TrainEvent
-from speechtl.train.seq2seq import train_module, training_items
-from speechtl.train.strategies import apply_strategy, frozen_prefix, set_dropout
+from speechtl.train.batches import LengthBucketSampler  # noqa: E402
+from speechtl.train.config import TrainConfig  # noqa: E402
+from speechtl.train.loop import train  # noqa: E402
+from speechtl.train.lora import merge_lora_state_dict  # noqa: E402
+from speechtl.train.parts import TrainEvent  # noqa: E402
+from speechtl.train.seq2seq import train_module, training_items  # noqa: E402
+from speechtl.train.strategies import apply_strategy, frozen_prefix, set_dropout  # noqa: E402
 
 TEXTS = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
 NORM = get_normalizer("es")

@@ -1,0 +1,87 @@
+"""A CTranslate2 Whisper directory on faster-whisper (CPU), the runtime of the ``ct2`` export.
+
+One model object serves both callers: :meth:`FasterWhisper.transcribe` decodes a batch of clips to text
+the way the export parity check and ``speechtl eval`` score it (greedy, no fallback, no timestamps, no
+conditioning on earlier text), and :meth:`FasterWhisper.transcript` answers one request of
+``speechtl serve``: real Whisper segments (timestamps, tokens, avg_logprob, compression_ratio,
+no_speech_prob, temperature), word timestamps, OpenAI's temperature rule (0 = fall back through 0.0,
+0.2, ... 1.0; otherwise that one temperature) and language detection when no language is given.
+
+Audio is padded to whole 30-s windows (:func:`speechtl.models.ct2.whisper.pad_to_window`): the features
+the model was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from speechtl.models.ct2.whisper import pad_to_window
+from speechtl.runtimes.transcript import SAMPLE_RATE, RequestError, Segment, Transcript, Word
+
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's schedule, used for temperature=0
+
+
+class FasterWhisper:
+    """``compute_type`` e.g. "int8", "float32"; ``num_workers`` requests may run at once (thread-safe)."""
+
+    supports_prompt = True
+    supports_words = True
+
+    def __init__(self, model_dir: Path | str, *, compute_type: str = "int8", num_workers: int = 1,
+                 cpu_threads: int = 0, beam_size: int = 5, language: str | None = None, pad: bool = True) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise ImportError("a CTranslate2 model runs on faster-whisper: pip install 'speechtl[serve]'") from exc
+        if num_workers < 1 or beam_size < 1:
+            raise ValueError(f"num_workers ({num_workers}) and beam_size ({beam_size}) must be >= 1")
+        self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type,
+                                  cpu_threads=cpu_threads, num_workers=num_workers)
+        self.name = f"faster-whisper ({compute_type}): {model_dir}"
+        self.max_concurrency = num_workers
+        self.beam_size, self.language = beam_size, language
+        self.pad = pad  # False: faster-whisper as a caller uses it, unpadded
+        self.languages = frozenset(self.model.supported_languages)
+
+    def _audio(self, audio: np.ndarray) -> np.ndarray:
+        return pad_to_window(audio) if self.pad else np.asarray(audio, np.float32)
+
+    def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
+                   batch_size: int = 8) -> list[str]:
+        """One greedy transcript per 16 kHz mono clip, as evaluation scores it."""
+        out = []
+        for audio in audios:
+            segments, _ = self.model.transcribe(self._audio(audio), language=lang, task="transcribe",
+                                                beam_size=1, best_of=1, temperature=0.0, initial_prompt=prompt,
+                                                condition_on_previous_text=False, without_timestamps=True,
+                                                vad_filter=False)
+            out.append("".join(s.text for s in segments).strip())
+        return out
+
+    def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
+                   temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:
+        """One request: segments and (when asked) words, for 16 kHz mono ``audio``."""
+        language = language or self.language
+        if language is not None and language not in self.languages:
+            raise RequestError(f"Unsupported language: {language!r} (expected an ISO 639-1 code)", "language")
+        temps = FALLBACK_TEMPERATURES if temperature == 0 else temperature
+        duration = len(audio) / SAMPLE_RATE
+        segments, info = self.model.transcribe(
+            self._audio(audio), language=language, task="transcribe", initial_prompt=prompt or None,
+            temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False)
+        segs, words = [], []
+        for s in segments:  # a generator: decoding happens here
+            if s.start >= duration:  # decoded from the padding, which is silence
+                continue
+            segs.append(Segment(id=len(segs), seek=int(s.seek), start=float(s.start), end=min(float(s.end), duration),
+                                text=s.text, tokens=tuple(int(t) for t in s.tokens),
+                                temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
+                                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob)))
+            words += [Word(w.word, float(w.start), min(float(w.end), duration))
+                      for w in (s.words or []) if w.start < duration]
+        return Transcript(text="".join(s.text for s in segs).strip(), language=info.language,
+                          duration_s=duration, segments=tuple(segs),
+                          words=tuple(words) if word_timestamps else None)
