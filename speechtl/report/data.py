@@ -1,6 +1,6 @@
 """The report payload: what ``report.json`` holds, and the parts computed from per-utterance rows.
 
-``speechtl adapt`` builds the payload (:func:`speechtl.adapt.run._finish`);
+``speechtl adapt`` builds the payload (:meth:`speechtl.adapt.run.Run.report`);
 :func:`enrich` adds everything that needs the evaluations' ``hypotheses.jsonl``
 (paired bootstrap comparisons, aligned examples, and the hallucination and
 confusion views of evaluations scored before ``metrics.json`` carried them),

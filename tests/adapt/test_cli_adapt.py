@@ -138,7 +138,7 @@ def test_adapt_with_a_bad_override_names_the_key(setup, capsys):
 
 
 def test_pick_sentences_keeps_each_term_and_is_seeded(tmp_path):
-    from speechtl.adapt.run import pick_sentences
+    from speechtl.adapt.data import pick_sentences
     from speechtl.config import ConfigError, SourceConfig
 
     terms = tmp_path / "terms.txt"
