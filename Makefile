@@ -11,7 +11,7 @@ RECIPE := recipes/$(ADAPT_LANG)$(if $(DOMAIN),-$(DOMAIN)).yaml
 OVERRIDES := $(if $(MODEL),model=$(MODEL)) $(if $(STRATEGY),train.strategy=$(STRATEGY)) $(ARGS)
 RUN_ENV := env LANG=C.UTF-8 LC_ALL=C.UTF-8
 
-.PHONY: setup system-deps test adapt prepare-asterisk synth-es bench clean
+.PHONY: setup system-deps test adapt prepare-asterisk prepare-es-co synth-es prepare-commonvoice prepare-librispeech bench clean
 
 # make adapt LANG=es [DOMAIN=medical] [MODEL=whisper-small] [DATA=/corpora/cv-es] [STRATEGY=lora] [ARGS="k=v ..."]
 adapt: setup
@@ -38,11 +38,23 @@ test: setup
 	$(VENV)/bin/lint-imports
 	$(RUN_ENV) $(PY) -m pytest -q
 
+# Data targets: one thin script per corpus in data_prep/ (corpus -> manifests with held-out splits).
 prepare-asterisk: setup
-	$(VENV)/bin/speechtl prepare --format asterisk /usr/share/asterisk/sounds/es_MX_f_Allison --lang es --out $(RUNS)/data/asterisk-es
+	$(RUN_ENV) $(PY) data_prep/asterisk_es.py $(RUNS)/data/asterisk-es
+
+prepare-es-co: setup
+	$(RUN_ENV) $(PY) data_prep/asterisk_es.py $(RUNS)/data/asterisk-es-co --voice es-co
 
 synth-es: setup
-	$(VENV)/bin/speechtl synth recipes/es/everyday.txt recipes/es/customer_service.txt recipes/es/medical.txt --lang es --engine kokoro --num-voices 8 --voices-per-sentence 2 --out $(RUNS)/data/synth-es
+	$(RUN_ENV) $(PY) data_prep/synth_es.py $(RUNS)/data/synth-es
+
+# make prepare-commonvoice CORPUS=/corpora/cv-corpus-17.0/es LANG=es
+prepare-commonvoice: setup
+	$(RUN_ENV) $(PY) data_prep/commonvoice.py $(CORPUS) $(RUNS)/data/cv-$(ADAPT_LANG) --lang $(ADAPT_LANG)
+
+# make prepare-librispeech CORPUS=/corpora/mls_spanish LANG=es
+prepare-librispeech: setup
+	$(RUN_ENV) $(PY) data_prep/librispeech.py $(CORPUS) $(RUNS)/data/librispeech-$(ADAPT_LANG) --lang $(ADAPT_LANG)
 
 bench: setup
 	$(PY) bench/prepare.py

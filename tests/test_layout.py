@@ -53,3 +53,12 @@ def test_no_module_is_named_by_a_prefix_of_another():
         clashes += [f"{folder.relative_to(PACKAGE.parent)}: {a} / {b}" for a in names for b in names
                     if a != b and b.startswith(a + "_")]
     assert not clashes, clashes
+
+
+def test_the_public_face_resolves_every_name():
+    import speechtl
+
+    for name in speechtl.__all__:
+        assert getattr(speechtl, name) is not None, name
+    with pytest.raises(AttributeError):
+        speechtl.no_such_name  # noqa: B018
