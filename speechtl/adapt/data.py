@@ -21,7 +21,7 @@ from speechtl.data.prepare import PrepareConfig, prepare, write_splits
 from speechtl.data.synth.channel import ChannelConfig
 from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
 from speechtl.evaluate.scoring import read_terms
-from speechtl.fsio import atomic_write_text
+from speechtl.fsio import atomic_write_text, file_sha256
 
 Notify = Callable[[str], None]
 
@@ -50,7 +50,7 @@ def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData
     return data
 
 
-DATA_VERSION = 1  # bump when prepared data from an older speechtl must not be reused
+DATA_VERSION = 2  # bump when prepared data from an older speechtl must not be reused (2: content-named synth audio)
 
 
 # source fields that only choose what the run takes from prepared data, or check it later: changing them
@@ -59,10 +59,11 @@ _COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verif
 
 
 def _fingerprint(source: SourceConfig, lang: str, held_out: dict[str, str] | None) -> str:
+    """What a prepared source depends on: its config, the content of its text files, the held-out sentences."""
     fields = {k: v for k, v in asdict(source).items() if k not in _COMBINE_FIELDS}
-    if fields["sentences_from"] is None:  # fields added later stay out while unset: earlier preparations stay valid
-        del fields["sentences_from"]
-    key: dict[str, Any] = {"source": fields, "lang": lang, "v": DATA_VERSION}
+    files = [*source.sentences, *([source.terms] if source.terms else [])]
+    key: dict[str, Any] = {"source": fields, "lang": lang, "v": DATA_VERSION,
+                           "files": {str(f): file_sha256(f) for f in files}}
     if held_out is not None:
         key["held_out"] = held_out
     payload = json.dumps(key, sort_keys=True, default=str)

@@ -276,6 +276,11 @@ def read_sentences(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def text_key(text: str) -> str:
+    """A short content hash of a sentence: part of its audio file name, so a file is reused only for its text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def _item_rng(seed: int, voice_id: str, sentence_id: str) -> np.random.Generator:
     key = int.from_bytes(hashlib.sha256(f"{voice_id}\0{sentence_id}".encode()).digest()[:8], "little")
     return np.random.default_rng([seed, key])
@@ -417,7 +422,7 @@ def synthesize_corpus(
     tasks: list[_Task] = []
     for sentence_id, text in sentences:
         for voice in _voices_for(sentence_id, pools[sentence_split.get(sentence_id)], config):
-            path = out_dir / voice.id / f"{sentence_id}.wav"
+            path = out_dir / voice.id / f"{sentence_id}-{text_key(text)}.wav"  # an edited sentence is spoken anew
             channel = None
             if config.channel is not None:
                 channel = draw_channel(config.channel, _item_rng(config.channel.seed, voice.id, sentence_id))

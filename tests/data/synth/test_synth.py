@@ -15,7 +15,14 @@ from speechtl.data.synth import channel as ch
 from speechtl.data.synth import corpus as synth
 from speechtl.data.synth import kokoro
 from speechtl.data.synth.channel import ChannelConfig, simulate_channel
-from speechtl.data.synth.corpus import SynthConfig, SynthError, list_voices, read_sentences, synthesize_corpus
+from speechtl.data.synth.corpus import (
+    SynthConfig,
+    SynthError,
+    list_voices,
+    read_sentences,
+    synthesize_corpus,
+    text_key,
+)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="the espeak-ng command is not installed")
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg command is not installed")
@@ -54,7 +61,8 @@ def test_espeak_corpus_end_to_end_and_resume(tmp_path):
     assert {i.speaker for i in items} == {v.id for v in voices}
     assert len({i.id for i in items}) == 6
     for item in items:
-        assert item.audio_path == tmp_path / item.speaker / f"{item.extra['sentence_id']}.wav"
+        key = text_key(dict(SENTENCES)[item.extra["sentence_id"]])
+        assert item.audio_path == tmp_path / item.speaker / f"{item.extra['sentence_id']}-{key}.wav"
         samples, rate = read_wav(item.audio_path)
         assert rate >= 16000
         assert len(samples) / rate > 0.3
@@ -75,6 +83,17 @@ def test_espeak_corpus_end_to_end_and_resume(tmp_path):
     assert again == items and sum(counted) == 6
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+    # an edited sentence under the same id is spoken anew, never served from the old text's audio
+    first_id, first_text = SENTENCES[0]
+    edited = [(first_id, first_text + " otra vez"), *SENTENCES[1:]]
+    changed = synthesize_corpus(edited, tmp_path, config)
+    for old, new in zip(items, changed):
+        if new.extra["sentence_id"] == first_id:
+            assert new.audio_path != old.audio_path and new.audio_path.is_file()
+            assert len(read_wav(new.audio_path)[0]) > len(read_wav(old.audio_path)[0])
+        else:
+            assert new.audio_path == old.audio_path
 
 
 @needs_espeak
