@@ -13,8 +13,9 @@ from speechtl.adapt.run import adapt
 from speechtl.audio import AudioConfig, decode, process
 from speechtl.config import load_recipe
 from speechtl.data.importers import detect_format, read_corpus
-from speechtl.data.manifest import SplitConfig, read_manifest, summarize, validate
+from speechtl.data.manifest import read_manifest, summarize, validate
 from speechtl.data.prepare import PrepareConfig, prepare, write_splits
+from speechtl.data.splits import SplitConfig
 from speechtl.data.synth.channel import ChannelConfig
 from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
 from speechtl.evaluate.decode import evaluate_manifest

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from speechtl.data.manifest import SplitConfig
+from speechtl.data.splits import SplitConfig
 from speechtl.train.config import TrainConfig
 
 

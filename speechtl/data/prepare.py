@@ -20,17 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.audio import AudioConfig, AudioRejected, prepare_file
-from speechtl.data.manifest import (
-    QuarantineRecord,
-    RawItem,
-    SplitConfig,
-    Utterance,
-    atomic_write_text,
-    split,
-    summarize,
-    validate,
-    write_jsonl,
-)
+from speechtl.data.manifest import QuarantineRecord, RawItem, Utterance, summarize, validate, write_jsonl
+from speechtl.data.splits import SplitConfig, split
+from speechtl.fsio import atomic_write_text
 from speechtl.text.normalize import Normalizer, TextRejected, get_normalizer
 
 log = logging.getLogger(__name__)

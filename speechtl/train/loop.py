@@ -1,13 +1,15 @@
 """Fine-tune with accelerate: one loop for both model families and every strategy, checkpoint and resume.
 
-The loop is family-independent; :func:`whisper_parts` (seq2seq) and
-:func:`speechtl.train.ctc.ctc_parts` (a CTC head) hand it a
-:class:`TrainParts`: the module, batches, dev decoding and model export.
+The loop is family-independent; :func:`speechtl.train.seq2seq.whisper_parts`
+(Whisper) and :func:`speechtl.train.ctc.ctc_parts` (a CTC head) hand it a
+:class:`~speechtl.train.parts.TrainParts`: the module, batches, dev decoding
+and model export.
 
 ``train(model_dir, train_manifest, dev_manifest, out_dir, config, normalizer)``
-(a :class:`Trainer` whose state lives on ``self``) runs unchanged on one CPU or under ``accelerate launch`` (multi-GPU,
-multi-node, DDP/FSDP/DeepSpeed): processes, devices, mixed precision,
-gradient accumulation and data sharding all come from ``Accelerator``.
+(a :class:`Trainer` whose state lives on ``self``) runs unchanged on one CPU
+or under ``accelerate launch`` (multi-GPU, multi-node, DDP/FSDP/DeepSpeed):
+processes, devices, mixed precision, gradient accumulation and data sharding
+all come from ``Accelerator``.
 
 Per run, in ``out_dir``:
 

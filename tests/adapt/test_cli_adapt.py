@@ -91,9 +91,9 @@ def test_adapt_writes_the_whole_run(setup, capsys):
 
 
 def test_a_failed_parity_check_keeps_the_report_and_the_other_exports(setup, monkeypatch, capsys):
-    import speechtl.export.parity as export_check
+    import speechtl.export.parity as parity_module
 
-    real_parity = export_check.parity
+    real_parity = parity_module.parity
 
     def strict_for_ct2(*args, **kwargs):
         if args[2] == "ct2":
@@ -101,7 +101,7 @@ def test_a_failed_parity_check_keeps_the_report_and_the_other_exports(setup, mon
             kwargs["reference"] = {"wer": -1.0, "model": "impossible reference"}  # any export is 100 points worse
         return real_parity(*args, **kwargs)
 
-    monkeypatch.setattr(export_check, "parity", strict_for_ct2)
+    monkeypatch.setattr(parity_module, "parity", strict_for_ct2)
     runs = setup["root"] / "runs-parity"
     assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "--runs", str(runs)]) == 1
     run = runs / "tiny"

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from speechtl.config import ConfigError, SourceConfig, recipe_from_dict
-from speechtl.data.manifest import SplitConfig, Utterance, read_manifest, write_jsonl
+from speechtl.data.manifest import Utterance, read_manifest, write_jsonl
+from speechtl.data.splits import SplitConfig
 from speechtl.evaluate.verify import ReplayTranscriber, verify_transcripts
 from speechtl.report.data import relation, relation_text
 
@@ -72,7 +73,7 @@ def test_held_out_source_rules(source, message):
 
 
 def test_an_evaluation_only_corpus_is_all_test():
-    from speechtl.data.manifest import split
+    from speechtl.data.splits import split
 
     utts = [_utt(f"u{i}", f"frase {i}") for i in range(7)]
     parts, leftovers = split(utts, SplitConfig(dev_share=0.0, test_share=1.0, by_speaker=False))

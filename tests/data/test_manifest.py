@@ -2,16 +2,8 @@ import json
 
 import pytest
 
-from speechtl.data.manifest import (
-    ManifestError,
-    SplitConfig,
-    Utterance,
-    read_manifest,
-    sentence_key,
-    split,
-    validate,
-    write_jsonl,
-)
+from speechtl.data.manifest import ManifestError, Utterance, read_manifest, sentence_key, validate, write_jsonl
+from speechtl.data.splits import SplitConfig, split
 
 
 def _write(path, rows):

@@ -3,12 +3,11 @@
 Each sentence is spoken by several voices; a voice is a speaker (its id goes
 into ``RawItem.speaker``), so the split can hold voices out. Two engines:
 
-- ``espeak``: espeak-ng, many languages, robotic. A voice is a variant
-  (``-v es+m3``), a speed (``-s``), a pitch (``-p``) and a word gap (``-g``).
+- ``espeak``: espeak-ng, many languages, robotic (see :mod:`speechtl.data.synth.espeak`).
 - ``kokoro``: Kokoro-82M int8 ONNX from espeak-ng IPA (see :mod:`speechtl.data.synth.kokoro`).
   A voice is a seeded blend of the five base voices plus speed and pitch.
 
-:func:`synthesize_corpus` writes ``out_dir/<voice_id>/<sentence_id>.wav``
+:func:`synthesize_corpus` writes ``out_dir/<voice_id>/<sentence_id>-<text hash>.wav``
 (each written to a temporary name and renamed), skips files that exist
 (resume), runs in a process pool, and passes every file through the
 optional voice-agent channel (:mod:`speechtl.data.synth.channel`). Everything is
@@ -33,21 +32,19 @@ import multiprocessing
 import os
 import random
 import re
-import shutil
-import subprocess
 import sys
 import wave
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from speechtl.data.manifest import RawItem, SplitConfig, assign, sentence_key
-from speechtl.data.synth import kokoro
+from speechtl.data.manifest import RawItem, sentence_key
+from speechtl.data.splits import SplitConfig, assign
+from speechtl.data.synth import SynthError, Voice, espeak, kokoro
 from speechtl.data.synth.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
 from speechtl.fsio import atomic_write_bytes, atomic_write_text
 from speechtl.text.normalize import TextRejected, get_normalizer
@@ -61,32 +58,8 @@ __all__ = [
 
 ENGINES = ("kokoro", "espeak")
 SAFE_ID = re.compile(r"^\w[\w.\-]*$")
-# espeak-ng variants that sound like people (no robots, whispers or heavy echo), by voice gender.
-ESPEAK_MALE = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8")
-ESPEAK_FEMALE = ("f1", "f2", "f3", "f4", "f5")
-ESPEAK_MALE_EXTRA = (
-    "Alex", "Andy", "Denis", "Diogo", "Gene", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael",
-    "Mike", "antonio", "david", "ed", "edward", "gustave", "iven", "john", "marcelo", "michel", "miguel",
-    "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert", "travis", "victor",
-)
-ESPEAK_FEMALE_EXTRA = ("Alicia", "Andrea", "Annie", "aunty", "belinda", "linda", "shelby", "steph")
 # fork needs no `if __name__ == "__main__"` guard in the caller's script; workers build their own ONNX session.
 START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
-ESPEAK_SPEED_WPM = (130, 190)  # -s range, words per minute (espeak default 175)
-ESPEAK_PITCH = (30, 70)  # -p range, 0-99 (default 50)
-ESPEAK_GAP = (0, 3)  # -g range, word gap in units of 10 ms
-
-
-@dataclass(frozen=True)
-class Voice:
-    """One synthetic speaker."""
-
-    id: str  # unique, filesystem-safe; becomes the speaker id and the folder name
-    engine: str  # "espeak" or "kokoro"
-    params: dict[str, Any] = field(hash=False)  # everything the engine needs to reproduce this voice
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "engine": self.engine, "params": self.params}
 
 
 @dataclass(frozen=True)
@@ -120,75 +93,16 @@ class SynthConfig:
             raise ValueError(f"synth: field 'channel' must be a ChannelConfig or None, got {kind}")
 
 
-class SynthError(RuntimeError):
-    """Synthesis cannot run (missing tool or package, bad input); the message names item, voice and engine."""
-
-
 # ------------------------------------------------------------------ voices
 
 
 def list_voices(config: SynthConfig) -> list[Voice]:
     """The ``num_voices`` voices of this engine and seed, in a fixed order."""
     if config.engine == "espeak":
-        return _espeak_voices(config.num_voices, config.seed)
+        return espeak.voices(config.num_voices, config.seed)
 
     specs = kokoro.voice_specs(config.num_voices, config.seed)
     return [Voice(f"kokoro-{name}", "kokoro", params) for name, params in specs]
-
-
-def _espeak_exe() -> str:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SynthError("synth: the espeak-ng command is not installed (apt-get install espeak-ng)")
-    return exe
-
-
-def espeak_variants() -> tuple[list[str], list[str]]:
-    """Installed human-sounding espeak-ng variants: (male, female), preferred ones first."""
-    out = subprocess.run([_espeak_exe(), "--version"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"Data at:\s*(\S.*)$", out, flags=re.MULTILINE)
-    vdir = Path(match.group(1).strip()) / "voices" / "!v" if match else None
-    if vdir is None or not vdir.is_dir():
-        log.warning("synth: espeak-ng variant folder not found (--version said %r); using m1..m8, f1..f5", out)
-        return list(ESPEAK_MALE), list(ESPEAK_FEMALE)
-    present = {p.name for p in vdir.iterdir()}
-    male = [v for v in ESPEAK_MALE + ESPEAK_MALE_EXTRA if v in present]
-    female = [v for v in ESPEAK_FEMALE + ESPEAK_FEMALE_EXTRA if v in present]
-    if not male and not female:
-        raise SynthError(f"synth: none of the known espeak-ng variants is in {vdir}")
-    return male, female
-
-
-def _espeak_voices(num_voices: int, seed: int) -> list[Voice]:
-    male, female = espeak_variants()
-    rng = random.Random(f"espeak:{seed}")
-
-    def ordered(names: list[str], preferred: tuple[str, ...]) -> list[str]:
-        first = [n for n in names if n in preferred]
-        rest = [n for n in names if n not in preferred]
-        rng.shuffle(first)
-        rng.shuffle(rest)
-        return first + rest
-
-    male, female = ordered(male, ESPEAK_MALE), ordered(female, ESPEAK_FEMALE)
-    variants = [v for pair in zip(male, female) for v in pair]
-    variants += male[len(female) :] + female[len(male) :]
-    voices: list[Voice] = []
-    seen: set[str] = set()
-    i = 0
-    while len(voices) < num_voices:
-        params = {
-            "variant": variants[i % len(variants)],
-            "speed_wpm": rng.randint(*ESPEAK_SPEED_WPM),
-            "pitch": rng.randint(*ESPEAK_PITCH),
-            "word_gap": rng.randint(*ESPEAK_GAP),
-        }
-        i += 1
-        voice_id = f"espeak-{params['variant']}-s{params['speed_wpm']}-p{params['pitch']}-g{params['word_gap']}"
-        if voice_id not in seen:
-            seen.add(voice_id)
-            voices.append(Voice(voice_id, "espeak", params))
-    return voices
 
 
 # --------------------------------------------------------------- synthesis
@@ -199,51 +113,10 @@ def synthesize(text: str, voice: Voice, lang: str) -> tuple[np.ndarray, int]:
     if not text.strip():
         raise ValueError(f"synth: empty text for voice {voice.id}")
     if voice.engine == "espeak":
-        return _espeak_synthesize(text, voice, lang)
+        return espeak.synthesize(text, voice, lang)
     if voice.engine == "kokoro":
         return kokoro.synthesize(text, voice.params, lang)
     raise ValueError(f"synth: voice {voice.id} has engine {voice.engine!r}, must be one of {ENGINES}")
-
-
-def _espeak_synthesize(text: str, voice: Voice, lang: str) -> tuple[np.ndarray, int]:
-    p = voice.params
-    cmd = [
-        _espeak_exe(), "-v", f"{lang}+{p['variant']}", "-s", str(p["speed_wpm"]), "-p", str(p["pitch"]),
-        "-g", str(p["word_gap"]), "--stdout", "--stdin",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=False)
-    message = proc.stderr.decode("utf-8", "replace").strip()
-    if proc.returncode != 0 or message.startswith("Error"):
-        raise SynthError(
-            f"synth: espeak-ng failed for voice {voice.id} (lang {lang!r}, exit {proc.returncode}): {message}"
-        )
-    samples, rate = parse_wav_bytes(proc.stdout)
-    if len(samples) == 0:
-        raise SynthError(f"synth: espeak-ng gave no audio for voice {voice.id} (lang {lang!r})")
-    return samples, rate
-
-
-def parse_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    """16-bit PCM WAV bytes -> (float32 mono, rate); tolerates the bogus sizes of a streamed header."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise SynthError(f"synth: not a WAV stream (starts with {data[:12]!r})")
-    pos, rate, channels, bits = 12, None, 1, 16
-    while pos + 8 <= len(data):
-        tag, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        if tag == b"fmt ":
-            fmt = data[pos + 8 : pos + 24]
-            channels = int.from_bytes(fmt[2:4], "little")
-            rate = int.from_bytes(fmt[4:8], "little")
-            bits = int.from_bytes(fmt[14:16], "little")
-        elif tag == b"data":
-            body = data[pos + 8 : pos + 8 + min(size, len(data))]
-            if rate is None or bits != 16:
-                raise SynthError(f"synth: WAV stream with rate {rate} and {bits} bits; expected 16-bit PCM")
-            body = body[: len(body) // (2 * channels) * 2 * channels]
-            pcm = np.frombuffer(body, dtype="<i2").reshape(-1, channels).mean(axis=1)
-            return (pcm / 32768.0).astype(np.float32), rate
-        pos += 8 + size + (size & 1)
-    raise SynthError("synth: WAV stream has no data chunk")
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
@@ -405,7 +278,7 @@ def synthesize_corpus(
     ``extra["reject"]`` (see the module docstring).
 
     With ``holdout``, voices and sentences are first assigned to train/dev/test
-    exactly as :func:`speechtl.data.manifest.split` will assign them, and each
+    exactly as :func:`speechtl.data.splits.split` will assign them, and each
     sentence is spoken only by voices of its own split: the later split then
     holds out voices and sentences without leaving any utterance unused.
     """

@@ -13,7 +13,7 @@ import pytest
 
 from speechtl.data.synth import channel as ch
 from speechtl.data.synth import corpus as synth
-from speechtl.data.synth import kokoro
+from speechtl.data.synth import espeak, kokoro
 from speechtl.data.synth.channel import ChannelConfig, simulate_channel
 from speechtl.data.synth.corpus import (
     SynthConfig,
@@ -104,7 +104,7 @@ def test_espeak_voice_list_is_seeded_and_distinct():
     assert a == b and [v.params for v in a] == [v.params for v in b]
     assert [v.id for v in a] != [v.id for v in c]
     assert len({v.id for v in a}) == 12
-    female = synth.ESPEAK_FEMALE + synth.ESPEAK_FEMALE_EXTRA
+    female = espeak.ESPEAK_FEMALE + espeak.ESPEAK_FEMALE_EXTRA
     assert 1 <= sum(v.params["variant"] in female for v in a[:4]) <= 3  # both kinds of voice early on
     assert all(synth.SAFE_ID.match(v.id) for v in a)
 
@@ -206,7 +206,7 @@ def test_parse_streamed_wav_header():
     header += (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (22050).to_bytes(4, "little")
     header += (44100).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
     header += b"data" + (0x7FFFFFFF).to_bytes(4, "little")
-    samples, rate = synth.parse_wav_bytes(header + pcm)
+    samples, rate = espeak.parse_wav_bytes(header + pcm)
     assert rate == 22050 and len(samples) == 100 and samples[1] == pytest.approx(100 / 32768)
 
 
@@ -397,7 +397,8 @@ def test_channel_config_validation(kwargs, field):
 
 
 def test_holdout_speaks_each_sentence_only_with_voices_of_its_split(tmp_path):
-    from speechtl.data.manifest import SplitConfig, Utterance, split
+    from speechtl.data.manifest import Utterance
+    from speechtl.data.splits import SplitConfig, split
 
     sentences = [(f"s{i:02d}", f"Esta es la frase número {i}.") for i in range(12)]
     config = SynthConfig(engine="espeak", num_voices=6, voices_per_sentence=1, num_workers=1, seed=4)
