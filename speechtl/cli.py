@@ -229,7 +229,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-
     model_dir = Path(args.model)
     if not model_dir.is_dir():  # a model name: resolved as eval/transcribe resolve it
 

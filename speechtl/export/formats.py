@@ -70,7 +70,6 @@ def export_onnx(model_dir: Path | str, out: Path | str, *, lang: str, opset: int
 
     import torch
 
-
     model_dir, out = Path(model_dir), Path(out)
     if importlib.util.find_spec("onnx") is None:
         raise RuntimeError("export onnx: the onnx package is missing; install speechtl[onnx] "

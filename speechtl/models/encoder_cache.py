@@ -329,7 +329,6 @@ class CachedEncoderTranscriber:
                               batch_size: int = 8) -> list[str]:
         import torch
 
-
         rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
         hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
         if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix

@@ -100,7 +100,6 @@ def ctc_parts(acc: Any, model_dir: Path, train_utts: list[Utterance], dev_utts: 
     """A CTC head over the train vocabulary on ``model_dir`` (wav2vec2 family or Whisper encoder)."""
     import torch
 
-
     problems = validate(train_utts)
     if problems or not train_utts:
         raise ValueError(f"{where}: " + ("; ".join(problems[:5]) if problems else "no utterances"))

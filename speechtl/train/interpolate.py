@@ -98,7 +98,6 @@ class Interpolator:
         """Write the model at ``alpha`` as a transformers directory (written aside, then swapped into place)."""
         import shutil
 
-
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(f".{out_dir.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -64,7 +64,8 @@ class TrainResult:
 
 @dataclass
 class TrainParts:
-    """What a model family hands the shared loop (see :func:`speechtl.train.seq2seq.whisper_parts`, :func:`speechtl.train.ctc.ctc_parts`)."""
+    """What a model family hands the shared loop (:func:`speechtl.train.seq2seq.whisper_parts`,
+    :func:`speechtl.train.ctc.ctc_parts`)."""
 
     module: Any  # torch module: module(**batch) -> loss (batch without "index")
     param_groups: list[dict[str, Any]]  # AdamW parameter groups (each may carry its own "lr")

@@ -36,7 +36,6 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
     """Whisper (seq2seq): model, strategy, encoder cache, batches and dev decoding for the loop."""
     import torch
 
-
     asr = WhisperASR.load(model_dir, device=acc.device, max_label_tokens=config.max_label_tokens)
     try:
         prefix = asr.prefix_tokens(config.lang, config.task)
