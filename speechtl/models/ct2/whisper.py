@@ -50,7 +50,9 @@ class Ct2FormatError(ValueError):
 
 
 class CT2Whisper:
-    """Greedy, no-timestamp Whisper decoding through the ``ctranslate2`` package."""
+    """Token ids of greedy, no-timestamp decoding through the ``ctranslate2`` package: what :func:`verify`
+    compares with transformers. Evaluation and serving run CTranslate2 models on
+    :class:`speechtl.runtimes.faster_whisper.FasterWhisper`."""
 
     def __init__(self, model_dir: Path | str, *, num_threads: int = 0):
         try:
@@ -94,9 +96,6 @@ class CT2Whisper:
             storage, [prompt] * len(audios), beam_size=beam_size, max_length=max_length, suppress_blank=True
         )
         return [r.sequences_ids[0] for r in results]
-
-    def transcribe(self, audios: Sequence[np.ndarray], lang: str | None = None, **kwargs) -> list[str]:
-        return [self.tokenizer.decode(ids).strip() for ids in self.generate_ids(audios, lang, **kwargs)]
 
 
 # ------------------------------------------------------------------------- decoding settings of a CT2 dir
