@@ -31,13 +31,13 @@ from speechtl.audio import load as load_audio
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import Utterance, read_manifest, sentence_key
 from speechtl.data.synth.corpus import read_sentences
-from speechtl.evaluate.scoring import read_terms, score, scoring_normalizer
+from speechtl.evaluate.scoring import score
 from speechtl.fsio import atomic_write_text
 from speechtl.models.ctc.decode import BeamDecoder, greedy_decode
 from speechtl.models.ctc.vocab import VocabError
 from speechtl.models.encoder_cache import CachedEncoderTranscriber
 from speechtl.models.wav2vec2 import CtcASR
-from speechtl.text.normalize import TextRejected
+from speechtl.text.normalize import Normalizer, TextRejected
 from speechtl.train.ctc import label_normalizer
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,13 @@ def lm_sentences(recipe: RecipeConfig, train_manifest: Path, held_out: list[Path
 
 
 def beam_decoder(asr: Any, target: Any, recipe: RecipeConfig, run_dir: Path, train_manifest: Path,
-                 dev_manifest: Path, held_out: list[Path], notify: Notify) -> dict[str, Any]:
+                 dev_manifest: Path, held_out: list[Path], scoring: Normalizer, terms: list[str] | None,
+                 notify: Notify) -> dict[str, Any]:
     """Build the LM beam decoder, choose its weights on dev, leave it on ``asr``; returns what was chosen."""
 
     started = time.perf_counter()
-    scoring = scoring_normalizer(recipe.lang)
     sentences, stats = lm_sentences(recipe, train_manifest, [dev_manifest, *held_out], label_normalizer(scoring))
-    terms = [label_normalizer(scoring)(t) for t in read_terms(recipe.eval.terms)] if recipe.eval.terms else []
+    terms = [label_normalizer(scoring)(t) for t in terms or ()]
     dev = read_manifest(dev_manifest)
     recorder = _Recorder(asr.symbols)
     asr.decoder = recorder

@@ -19,10 +19,10 @@ from typing import Any
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
 from speechtl.data.manifest import read_manifest, sentence_key, summarize, write_jsonl
 from speechtl.evaluate.decode import evaluate_manifest
-from speechtl.evaluate.scoring import scoring_normalizer
 from speechtl.evaluate.verify import ReplayTranscriber, verify_transcripts
 from speechtl.fsio import atomic_write_text
 from speechtl.report.data import read_rows, relation
+from speechtl.text.normalize import Normalizer
 
 Notify = Callable[[str], None]
 
@@ -86,7 +86,8 @@ def drop_train_sentences(recipe: RecipeConfig, prepared: dict[str, dict[str, Pat
                 raise ConfigError(f"data.sources.{source.name}: every {split_name} sentence is in the training data")
 
 
-def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], notify: Notify) -> dict[str, Any]:
+def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], normalizer: Normalizer,
+                   notify: Notify) -> dict[str, Any]:
     """Quarantine the utterances of ``verify_transcripts`` sources whose recording does not say their text.
 
     The unadapted model decodes the set once; ``sets`` then points at the kept utterances, and the returned
@@ -100,7 +101,7 @@ def verify_sources(recipe: RecipeConfig, baseline: Any, sets: dict[str, Path], n
         if max_cer is None:
             continue
         out_dir = path.parent / f"verify-{split_name}"
-        evaluate_manifest(baseline, path, out_dir, lang=recipe.lang, normalizer=scoring_normalizer(recipe.lang),
+        evaluate_manifest(baseline, path, out_dir, lang=recipe.lang, normalizer=normalizer,
                           batch_size=recipe.eval.batch_size, model_name=recipe.model)
         rows = read_rows(out_dir / "hypotheses.jsonl")
         kept, rejected = verify_transcripts(read_manifest(path), rows, max_cer, witness=f"unadapted {recipe.model}")

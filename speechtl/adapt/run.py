@@ -104,7 +104,7 @@ class Run:
             self._cache_encoder(baseline)
         self._timed("encoder_cache_s", t)
         t = time.perf_counter()
-        replays = heldout.verify_sources(self.recipe, baseline, self.data.sets, self.notify)
+        replays = heldout.verify_sources(self.recipe, baseline, self.data.sets, self.normalizer, self.notify)
         self.evaluations["baseline"] = self._evaluate_all(baseline, "baseline", self.data.sets, self.recipe.model,
                                                           replays=replays)
         if self.recipe.eval.prompt_with_terms and self.terms:
@@ -231,7 +231,7 @@ class Run:
         if not recipe.decode.lm:
             return None
         decoding = beam_decoder(asr, target, recipe, self.run_dir, self.data.train, self.data.dev,
-                                list(sets.values()), self.notify)
+                                list(sets.values()), self.normalizer, self.terms, self.notify)
         self.evaluations["adapted+lm"] = self._evaluate_all(target, "adapted+lm", sets, model_name)
         return decoding
 
