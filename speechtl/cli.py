@@ -23,9 +23,8 @@ from speechtl.evaluate.scoring import read_terms
 from speechtl.export.parity import export
 from speechtl.fsio import atomic_write_text
 from speechtl.models.registry import resolve
-from speechtl.models.wav2vec2 import CtcASR, architecture
-from speechtl.models.whisper import WhisperASR
 from speechtl.report.compare import compare, markdown_table
+from speechtl.runtimes.transformers import Transformers
 from speechtl.serve.app import serve
 
 log = logging.getLogger("speechtl")
@@ -171,11 +170,10 @@ def _data_override(recipe_path: str, data: str) -> dict[str, Any]:
     return {f"data.sources.{corpora[0]}.path": data, f"data.sources.{corpora[0]}.format": None}
 
 
-def _load_asr(model: str, lang: str):
-    """Whisper, or a CTC model (a speechtl CTC run's output, a wav2vec2-family checkpoint with its head)."""
-
-    hf_dir = resolve(model).hf_dir
-    return CtcASR.load(hf_dir, lang=lang) if architecture(hf_dir) == "ctc" else WhisperASR.load(hf_dir)
+def _load_asr(model: str, lang: str) -> Transformers:
+    """Whisper, or a CTC model (a speechtl CTC run's output, a wav2vec2-family checkpoint with its head), by name,
+    hub id or directory (:func:`speechtl.models.registry.resolve`), on the transformers runtime."""
+    return Transformers.load(resolve(model).hf_dir, language=lang)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
