@@ -25,6 +25,13 @@ from speechtl.fsio import atomic_write_text, file_sha256
 
 Notify = Callable[[str], None]
 
+DATA_VERSION = 2  # bump when prepared data from an older speechtl must not be reused (2: content-named synth audio)
+
+
+# source fields that only choose what the run takes from prepared data, or check it later: changing them
+# re-prepares nothing
+_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts")
+
 
 @dataclass(frozen=True)
 class RunData:
@@ -48,14 +55,6 @@ def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData
     data = RunData(prepared, train, dev, _eval_sets(recipe, prepared), _dev_sets(recipe, prepared))
     heldout.check_disjoint(train, {**data.sets, **data.dev_sets})
     return data
-
-
-DATA_VERSION = 2  # bump when prepared data from an older speechtl must not be reused (2: content-named synth audio)
-
-
-# source fields that only choose what the run takes from prepared data, or check it later: changing them
-# re-prepares nothing
-_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts")
 
 
 def _fingerprint(source: SourceConfig, lang: str, held_out: dict[str, str] | None) -> str:
