@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from speechtl.fsio import atomic_file
 
@@ -144,8 +146,6 @@ class AudioInfo:
 
 
 def _soundfile_read(source: Any, offset_s: float, duration_s: float | None) -> tuple[np.ndarray, int, str]:
-    import soundfile as sf
-
     with sf.SoundFile(source) as handle:
         rate = handle.samplerate
         fmt = f"{handle.format}/{handle.subtype}"
@@ -305,7 +305,6 @@ def resample(samples: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
         raise ValueError(f"resample: sample rates must be positive, got {sr_in} -> {sr_out}")
     if sr_in == sr_out or len(samples) == 0:
         return samples
-    import soxr
 
     return soxr.resample(np.ascontiguousarray(samples, dtype=np.float32), sr_in, sr_out, quality="HQ")
 
@@ -432,7 +431,6 @@ def write_audio(path: Path | str, samples: np.ndarray, sample_rate: int, output_
 
     Samples beyond [-1, 1] are clipped rather than wrapped.
     """
-    import soundfile as sf
 
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"write_audio {path}: output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
+from tqdm import tqdm
 
 from speechtl.adapt.run import adapt
 from speechtl.audio import AudioConfig, decode, process
@@ -32,7 +36,6 @@ log = logging.getLogger("speechtl")
 
 def _key_values(pairs: list[str]) -> dict[str, Any]:
     """``key=value`` strings -> dict; values parsed as YAML scalars (numbers, booleans, lists)."""
-    import yaml
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -44,8 +47,6 @@ def _key_values(pairs: list[str]) -> dict[str, Any]:
 
 
 def _progress(total: int | None, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="utt", disable=None, file=sys.stderr)
 
 
@@ -161,7 +162,6 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def _data_override(recipe_path: str, data: str) -> dict[str, Any]:
     """``--data DIR``: the recipe's first corpus source reads DIR instead, format detected."""
-    import yaml
 
     raw = yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))
     corpora = [s["name"] for s in raw.get("data", {}).get("sources", []) if s.get("kind", "corpus") == "corpus"]
@@ -225,8 +225,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     model_dir = Path(args.model)
     if not model_dir.is_dir():  # a model name: resolved as eval/transcribe resolve it
 

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jiwer
+
 from speechtl.text.normalize import Normalizer, TextConfig, TextRejected, get_normalizer
 
 log = logging.getLogger(__name__)
@@ -238,7 +240,6 @@ def score(refs: Sequence[str], hyps: Sequence[str], normalizer: Normalizer, *,
     ``ids`` name the utterances in errors (default ``#0``, ``#1``...);
     ``speakers`` (None entries allowed) feed the per-speaker breakdown.
     """
-    import jiwer
 
     _check_lengths(refs, hyps)
     id_list = _ids(ids, len(refs), "score")
@@ -334,7 +335,6 @@ def term_recall(refs: Sequence[str], hyps: Sequence[str], terms: Sequence[str], 
     Terms are normalized with ``normalizer``; terms that normalize the same are
     merged (first spelling kept).
     """
-    import jiwer
 
     _check_lengths(refs, hyps)
     id_list = _ids(ids, len(refs), "term_recall")

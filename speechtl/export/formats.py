@@ -8,6 +8,7 @@ card (:mod:`speechtl.export.parity`).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -66,7 +67,6 @@ def export_onnx(model_dir: Path | str, out: Path | str, *, lang: str, opset: int
     frames, vocab) and ``num_frames`` (batch). Decoding (greedy or the LM beam search) stays outside.
     Whisper seq2seq models are exported for CPU serving as CTranslate2 (``ct2``) instead.
     """
-    import json
 
     import torch
 

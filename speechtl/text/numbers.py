@@ -14,6 +14,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from num2words import CONVERTER_CLASSES, num2words
+
 _SPACES_RE = re.compile(r"\s+")
 
 
@@ -57,8 +59,6 @@ class _Reader:
     money_joiner = ""  # between units and subunits
 
     def __init__(self, lang: str) -> None:
-        from num2words import CONVERTER_CLASSES  # light, but keep import cost off module load
-
         self.lang = lang
         self.supported = lang in CONVERTER_CLASSES
         self.number_re = _number_pattern(self.continental, self.ordinal_suffix)
@@ -66,7 +66,6 @@ class _Reader:
     def n2w(self, value: int | Decimal, **kwargs: Any) -> str:
         if not self.supported:
             raise Unverbalizable(f"number {value} cannot be read: num2words has no {self.lang!r} language")
-        from num2words import num2words
 
         try:
             words = num2words(value, lang=self.lang, **kwargs)

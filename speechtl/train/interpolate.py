@@ -22,6 +22,7 @@ decode of the dev sets per candidate alpha.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,6 @@ class Interpolator:
 
     def save(self, alpha: float, out_dir: Path | str) -> Path:
         """Write the model at ``alpha`` as a transformers directory (written aside, then swapped into place)."""
-        import shutil
 
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(f".{out_dir.name}.tmp")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import soxr
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,6 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """High-quality resampling (soxr)."""
     if from_rate == to_rate:
         return x.astype(np.float32, copy=False)
-    import soxr
 
     return soxr.resample(x.astype(np.float32, copy=False), from_rate, to_rate, quality="HQ").astype(np.float32)
 

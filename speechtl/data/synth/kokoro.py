@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 
 from speechtl.cache import cache_root
 from speechtl.fsio import atomic_file
@@ -390,8 +391,6 @@ def synthesize(text: str, params: Mapping[str, Any], lang: str) -> tuple[np.ndar
         pieces += [trim(infer(ids, table, speed)), pause]
     audio = np.concatenate(pieces[:-1])
     if ratio != 1.0:
-        import soxr
-
         audio = soxr.resample(audio, SAMPLE_RATE * ratio, SAMPLE_RATE, quality="HQ").astype(np.float32)
     peak = float(np.max(np.abs(audio)))
     if peak > 0.99:  # the model can overshoot; scale rather than clip later
