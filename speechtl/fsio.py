@@ -53,6 +53,15 @@ def atomic_write_text(path: Path | str, content: str) -> None:
         handle.write(content)
 
 
+def honour_umask(folder: Path | str) -> None:
+    """Give ``folder``, and everything under it, the permissions the umask allows: third-party writers
+    (safetensors, accelerate, ``mkdtemp``) leave files readable by their owner only."""
+    mask = _umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def swap_dir(tmp: Path, final: Path) -> None:
     """Put the finished directory ``tmp`` in place of ``final`` (renames; the old one is removed)."""
     old = final.with_name(f".{final.name}.old")

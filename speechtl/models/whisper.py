@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.fsio import honour_umask
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -211,6 +213,7 @@ class WhisperASR:
             self.model.generation_config = runtime
         self.processor.save_pretrained(out_dir)
         self.generation_config.save_pretrained(out_dir)
+        honour_umask(out_dir)
 
     # -------------------------------------------------------------- inputs
 

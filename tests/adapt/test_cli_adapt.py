@@ -1,6 +1,7 @@
 """`speechtl adapt`, `eval` and `transcribe` end to end on a tiny random Whisper (flow, files, report)."""
 
 import json
+import os
 
 import pytest
 import yaml
@@ -47,8 +48,15 @@ def setup(tmp_path_factory):
 
 def test_adapt_writes_the_whole_run(setup, capsys):
     runs = setup["root"] / "runs"
-    assert main(["adapt", str(setup["recipe"]), "train.max_steps=4", "--runs", str(runs)]) == 0
+    previous = os.umask(0o022)
+    try:
+        assert main(["adapt", str(setup["recipe"]), "train.max_steps=4", "--runs", str(runs)]) == 0
+    finally:
+        os.umask(previous)
     run = runs / "tiny"
+    # every file honours the umask: a service running as another user can load the export
+    private = [str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and not p.stat().st_mode & 0o044]
+    assert not private, private
     for name in ("config.yaml", "report.json", "report.md", "export/hf/config.json", "export/ct2/model.bin",
                  "data/train.jsonl", "data/dev.jsonl", "data/corpus/test.jsonl",
                  "eval/baseline/corpus-test/metrics.json", "eval/adapted/corpus-test/hypotheses.jsonl"):

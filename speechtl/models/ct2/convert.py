@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtl.fsio import honour_umask
+
 # the parity check lives next to the runtime it checks against (ct2_whisper); importable from here too
 from speechtl.models.ct2.whisper import (
     MAX_TARGET_LENGTH,
@@ -348,13 +350,6 @@ def _write_processor(out: Path, tokenizer_file: Path, n_mels: int) -> None:
     WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
 
 
-def _readable(folder: Path) -> None:
-    """Give a mkdtemp folder and its files the usual permissions (mkdtemp and some writers make them private)."""
-    folder.chmod(0o755)
-    for f in folder.iterdir():
-        f.chmod(0o644)
-
-
 def ct2_to_hf(ct2_dir: Path | str, out_dir: Path | str) -> Path:
     """Write a transformers Whisper directory equivalent to CTranslate2 model dir ``ct2_dir``; returns ``out_dir``.
 
@@ -415,7 +410,7 @@ def ct2_to_hf(ct2_dir: Path | str, out_dir: Path | str) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         _write_processor(tmp, tokenizer_file, dims["num_mel_bins"])
-        _readable(tmp)
+        honour_umask(tmp)
         if out_dir.exists():
             out_dir.rmdir()  # empty, checked above
         os.replace(tmp, out_dir)
