@@ -82,9 +82,8 @@ def _prepare_config(args: argparse.Namespace):
     audio = AudioConfig(
         max_duration_s=args.max_duration_s, min_duration_s=args.min_duration_s, output_format=args.audio_format
     )
-    return PrepareConfig(
-        lang=args.lang, audio=audio, max_reject_share=args.max_reject_share, num_workers=args.num_workers
-    )
+    return PrepareConfig(lang=args.lang, audio=audio, max_reject_share=args.max_reject_share,
+                         num_workers=args.num_workers, max_chars_per_s=args.max_chars_per_s)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -246,6 +245,8 @@ def _add_prepare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-duration-s", type=float, default=30.0, help="longest accepted utterance")
     p.add_argument("--min-duration-s", type=float, default=0.3, help="shortest accepted utterance (after trim)")
     p.add_argument("--audio-format", choices=["wav", "flac"], default="wav")
+    p.add_argument("--max-chars-per-s", type=float, default=50.0,
+                   help="quarantine a transcript with more characters per second of audio (text_audio_mismatch)")
     p.add_argument("--num-workers", type=int, default=2, help="worker processes")
     p.add_argument("--split", action="store_true", help="also write train/dev/test.jsonl")
     p.add_argument("--dev-share", type=float, default=0.1)

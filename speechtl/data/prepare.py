@@ -44,10 +44,15 @@ class PrepareConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)  # audio normalization and rejection limits
     text: dict[str, Any] = field(default_factory=dict)  # overrides for speechtl.text.normalize.TextConfig
     max_reject_share: float = 0.2  # fail when more than this share of items is rejected
+    # transcript characters per second of (trimmed) audio above which text and audio cannot belong together
+    # (speech runs at about 10-25; None: no check)
+    max_chars_per_s: float | None = 50.0
     num_workers: int = 2  # worker processes for audio decoding and writing
     chunk_size: int = 16  # items handed to a worker at a time
 
     def __post_init__(self) -> None:
+        if self.max_chars_per_s is not None and self.max_chars_per_s <= 0:
+            raise ValueError(f"prepare: max_chars_per_s={self.max_chars_per_s} must be > 0 (or None: no check)")
         if not 0.0 <= self.max_reject_share <= 1.0:
             raise ValueError(f"prepare: max_reject_share={self.max_reject_share} must be within [0, 1]")
         if self.num_workers < 0:
@@ -84,6 +89,11 @@ def _prepare_one(
         return _reject(item, flagged["field"], flagged["reason"], flagged["detail"])
     if item.extra.get("transcript_missing") or not item.text.strip():
         return _reject(item, "text", "missing_transcript", "the corpus gives no transcript for this audio")
+    longest = config.max_chars_per_s * config.audio.max_duration_s if config.max_chars_per_s else None
+    if longest is not None and len(item.text) > 2 * longest:  # far too long for any accepted clip: not normalized
+        return _reject(item, "text", "text_audio_mismatch",
+                       f"{len(item.text)} characters, over twice what a clip of up to "
+                       f"{config.audio.max_duration_s:g} s can say at {config.max_chars_per_s:g} per second")
     try:
         text = normalizer(item.text)
     except TextRejected as exc:
@@ -103,6 +113,12 @@ def _prepare_one(
         )
     except AudioRejected as exc:
         return _reject(item, "audio", exc.reason, exc.detail)
+    rate = len(text) / max(info.duration_s, 1e-3)
+    if config.max_chars_per_s is not None and rate > config.max_chars_per_s:
+        dst.unlink(missing_ok=True)
+        return _reject(item, "text", "text_audio_mismatch",
+                       f"{len(text)} characters on {info.duration_s:.2f} s of audio ({rate:.0f} per second; "
+                       f"speech is below {config.max_chars_per_s:g})")
     extra = dict(item.extra)
     extra.setdefault("raw_text", item.text)
     if item.audio_path is not None:

@@ -36,6 +36,9 @@ CASES = {
     "nonspeech": (lambda p: sf.write(p, tone(1.0), SR), "[tono simple]", ("text", "non_speech")),
     "punctonly": (lambda p: sf.write(p, tone(1.0), SR), "¿?...", ("text", "empty")),
     "notext": (lambda p: sf.write(p, tone(1.0), SR), None, ("text", "missing_transcript")),
+    "hugetext": (lambda p: sf.write(p, tone(2.9), SR), "hola señor " * 1_000_000, ("text", "text_audio_mismatch")),
+    "longtext": (lambda p: sf.write(p, tone(1.0), SR), "una frase larga " * 10, ("text", "text_audio_mismatch")),
+    "latin1": (lambda p: sf.write(p, tone(1.0), SR), b"Se\xf1or, \xbfqu\xe9 tal?", ("text", "bad_encoding")),
 }
 
 
@@ -45,7 +48,9 @@ def messy_corpus(tmp_path):
     root.mkdir(parents=True)
     for name, (write, text, _) in CASES.items():
         write(root / f"{name}.wav")
-        if text is not None:
+        if isinstance(text, bytes):  # a sidecar in another encoding (latin-1)
+            (root / f"{name}.txt").write_bytes(text)
+        elif text is not None:
             (root / f"{name}.txt").write_text(text, encoding="utf-8")
     return tmp_path / "corpus"
 
@@ -77,7 +82,7 @@ def test_prepare_quarantines_every_bad_item_with_its_reason(messy_corpus, tmp_pa
     assert summary["rejected"] == len(rejected)
     assert summary["rejected_by_reason"]["audio:unreadable"] == 2
     printed = capsys.readouterr().out
-    assert "rejected 9 of 13 items" in printed and "audio:too_long" in printed
+    assert "rejected 12 of 16 items" in printed and "audio:too_long" in printed
 
 
 def test_prepare_fails_over_the_reject_share_but_writes_both_files(messy_corpus, tmp_path):

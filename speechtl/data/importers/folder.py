@@ -16,7 +16,9 @@ Nothing is dropped:
 
 Two audio files with the same stem (``a.wav`` and ``a.mp3``) would get the
 same id: that is a :class:`CorpusError` naming both. Transcripts are read as
-UTF-8 (a BOM is allowed) and stripped; nothing else is changed.
+UTF-8 (a BOM is allowed) and stripped; nothing else is changed. A transcript
+that is not UTF-8 comes back flagged ``bad_encoding`` (prepare quarantines
+it), so one bad sidecar never stops the corpus.
 """
 
 from __future__ import annotations
@@ -60,11 +62,14 @@ def utterance_id(rel: Path) -> str:
     return "__".join(rel.with_suffix("").parts)
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path) -> tuple[str, dict[str, object]]:
+    """The transcript, or "" and a ``reject`` (reason ``bad_encoding``) when the file is not UTF-8: one such
+    sidecar goes to the quarantine instead of stopping the whole corpus."""
     try:
-        return path.read_text(encoding="utf-8-sig").strip()
+        return path.read_text(encoding="utf-8-sig").strip(), {}
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: field 'text' is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        detail = f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8"
+        return "", {"reject": {"field": "text", "reason": "bad_encoding", "detail": detail}, "source": str(path)}
 
 
 def read(root: Path) -> Iterator[RawItem]:
@@ -98,7 +103,8 @@ def read(root: Path) -> Iterator[RawItem]:
         extra: dict[str, object] = {}
         text = ""
         if stem in texts:
-            text = _read_text(texts[stem])
+            text, problem = _read_text(texts[stem])
+            extra.update(problem)
         else:
             extra["transcript_missing"] = True
             missing_text += 1
