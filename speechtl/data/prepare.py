@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from speechtl.data.manifest import QuarantineRecord, RawItem, Utterance, summari
 from speechtl.data.splits import SplitConfig, split
 from speechtl.fsio import atomic_write_text
 from speechtl.text.normalize import Normalizer, TextRejected, get_normalizer
+from speechtl.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,8 @@ def prepare(
             if progress:
                 progress(len(job[0]))
     else:
-        with ProcessPoolExecutor(max_workers=config.num_workers) as pool:
+        with ProcessPoolExecutor(max_workers=config.num_workers, initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             for job, done in zip(jobs, pool.map(_work, jobs), strict=True):
                 results.extend(done)
                 if progress:

@@ -48,6 +48,7 @@ from speechtl.data.synth import SynthError, Voice, espeak, kokoro
 from speechtl.data.synth.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
 from speechtl.fsio import atomic_write_bytes, atomic_write_text
 from speechtl.text.normalize import TextRejected, get_normalizer
+from speechtl.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,8 @@ def _run_task(task: _Task) -> tuple[int, str | None]:
         return task.index, f"{type(exc).__name__}: {exc}"
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
     kokoro.set_threads(threads)  # also drops a session inherited through fork: each worker makes its own
@@ -341,7 +343,8 @@ def _execute(tasks: list[_Task], config: SynthConfig, progress: Callable[[int], 
         return
     ctx = multiprocessing.get_context(START_METHOD)
     threads = max(1, cpus // workers)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, os.getpid())) as pool:
         queue = iter(tasks)
         running: dict[Future, _Task] = {}
         while True:
