@@ -1,8 +1,8 @@
 """``speechtl export``: write a format, check it against the PyTorch model, write its model card.
 
 The parity check decodes the run's primary test manifest with the exported
-model on its own runtime (faster-whisper for ``ct2``, the transformers ASR
-pipeline for ``hf``, onnxruntime for ``onnx``) and compares the WER with that
+model on its own runtime (faster-whisper for ``ct2``, the export loaded afresh
+on the transformers runtime for ``hf``, onnxruntime for ``onnx``) and compares the WER with that
 of the PyTorch model on the same manifest and normalizer: from the run's
 ``adapted`` evaluation when there is one, else decoded here. The result
 (both WERs, the difference, both real-time factors) is written to
