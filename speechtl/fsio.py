@@ -63,7 +63,9 @@ def honour_umask(folder: Path | str) -> None:
 
 
 def swap_dir(tmp: Path, final: Path) -> None:
-    """Put the finished directory ``tmp`` in place of ``final`` (renames; the old one is removed)."""
+    """Put the finished directory ``tmp`` in place of ``final`` (renames; the old one is removed), with the
+    permissions the umask allows (:func:`honour_umask`): every model and checkpoint directory lands here."""
+    honour_umask(tmp)
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -80,7 +82,6 @@ def staged_dir(out: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
         swap_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.fsio import atomic_write_text, honour_umask
+from speechtl.fsio import atomic_write_text
 from speechtl.models.ctc.batches import CtcCollator
 from speechtl.models.ctc.decode import greedy_decode
 from speechtl.models.ctc.vocab import PAD, CtcVocab, load_vocab
@@ -228,7 +228,6 @@ class CtcASR:
         self.vocab.save(out_dir / "vocab.json")
         info = {"kind": self.kind, "lang": lang, "vocab_size": len(self.vocab.symbols), **(meta or {})}
         atomic_write_text(out_dir / META_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        honour_umask(out_dir)
 
     # ---------------------------------------------------------------- running
 

@@ -32,8 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.fsio import honour_umask
-
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -213,7 +211,6 @@ class WhisperASR:
             self.model.generation_config = runtime
         self.processor.save_pretrained(out_dir)
         self.generation_config.save_pretrained(out_dir)
-        honour_umask(out_dir)
 
     # -------------------------------------------------------------- inputs
 

@@ -55,7 +55,7 @@ from typing import Any
 
 from speechtl.data.manifest import Utterance, read_manifest, validate
 from speechtl.evaluate.scoring import normalize_references, score
-from speechtl.fsio import atomic_write_text, honour_umask, swap_dir
+from speechtl.fsio import atomic_write_text, swap_dir
 from speechtl.models.wav2vec2 import architecture
 from speechtl.text.normalize import Normalizer
 from speechtl.train.config import TrainConfig, check_resume, config_json, resolve_mixed_precision
@@ -265,7 +265,6 @@ class Trainer:
         if self.is_main:
             payload = {"config": config_json(self.config), "state": dataclasses.asdict(self.state)}
             atomic_write_text(tmp / STATE_FILE, json.dumps(payload, indent=2))
-            honour_umask(tmp)
             swap_dir(tmp, self.last_dir)
         acc.wait_for_everyone()
 

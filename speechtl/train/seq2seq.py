@@ -12,7 +12,6 @@ from typing import Any
 
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import QuarantineRecord, Utterance, validate, write_jsonl
-from speechtl.fsio import honour_umask
 from speechtl.models.whisper import (
     LabelTooLong,
     SpecAugmentConfig,
@@ -146,7 +145,6 @@ def export_model(state: dict[str, Any], asr: Any, out_dir: Path, *, lora_scaling
     asr.processor.save_pretrained(out_dir)
     asr.generation_config.save_pretrained(out_dir)
     (out_dir / "speechtl_train.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    honour_umask(out_dir)
 
 
 def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, long_labels: str,
