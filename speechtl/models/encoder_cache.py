@@ -36,7 +36,8 @@ import numpy as np
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import Utterance
 from speechtl.fsio import atomic_write_text
-from speechtl.models.whisper import num_encoder_stages, token_budget
+from speechtl.models.encoder_stages import num_encoder_stages
+from speechtl.models.whisper import token_budget
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Two kinds share one interface (:class:`CtcASR`):
   frames at 50 Hz); the head reads only the frames that cover the audio
   (:func:`whisper_frames`), so CTC aligns the transcript with speech rather
   than with the padding. The encoder stages run through
-  :func:`speechtl.models.whisper.run_encoder`, so the frozen prefix can be
+  :func:`speechtl.models.encoder_stages.run_encoder`, so the frozen prefix can be
   cached exactly as for Whisper fine-tuning.
 
 Strategies (``CTC_STRATEGIES``): ``head`` trains the output layer only;
@@ -41,7 +41,7 @@ from speechtl.fsio import atomic_write_text
 from speechtl.models.ctc.batches import CtcCollator
 from speechtl.models.ctc.decode import greedy_decode
 from speechtl.models.ctc.vocab import PAD, CtcVocab, load_vocab
-from speechtl.models.whisper import run_encoder
+from speechtl.models.encoder_stages import run_encoder
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class CtcASR:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def encode(self, x: Any, start: int = 0, stop: int | None = None) -> Any:
-        """Whisper kind: encoder stages ``[start, stop)`` (see :func:`speechtl.models.whisper.run_encoder`)."""
+        """Whisper kind: encoder stages ``[start, stop)`` (see :func:`speechtl.models.encoder_stages.run_encoder`)."""
 
         return run_encoder(self.model, x, start, stop)
 

@@ -33,13 +33,13 @@ from speechtl.data.manifest import Utterance, validate
 from speechtl.evaluate.scoring import normalize_references
 from speechtl.models.ctc.batches import pad_labels
 from speechtl.models.ctc.vocab import PAD, CtcVocab, build_vocab
+from speechtl.models.encoder_stages import num_encoder_stages, run_encoder
 from speechtl.models.wav2vec2 import (
     DEFAULT_HEAD_LEARNING_RATE,
     WHISPER_KIND,
     CtcASR,
     whisper_frames,
 )
-from speechtl.models.whisper import num_encoder_stages, run_encoder
 from speechtl.text.normalize import Normalizer
 from speechtl.train.batches import LengthBucketSampler
 from speechtl.train.config import TrainConfig

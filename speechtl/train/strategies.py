@@ -25,8 +25,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from speechtl.models.encoder_stages import frozen_stages, num_encoder_stages
 from speechtl.models.wav2vec2 import CTC_STRATEGIES, WHISPER_KIND, CtcASR, encoder_layers
-from speechtl.models.whisper import frozen_stages, num_encoder_stages
 from speechtl.train.config import LORA_TARGETS, STRATEGIES
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from speechtl.models.whisper import (  # noqa: E402
+from speechtl.models.encoder_stages import num_encoder_stages
+from speechtl.models.whisper import (
     LabelTooLong,
     SpecAugmentConfig,
     WhisperASR,
     WhisperCollator,
     collate_tokens,
     complete_generation_config,
-    num_encoder_stages,
     save_random_whisper,
     spec_augment,
 )
