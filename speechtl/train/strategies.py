@@ -13,8 +13,8 @@
   positions, which transformers never trains either).
 
 The encoder runs in *stages* (0 = conv stem, 1..L = layers, L+1 = final
-layer norm). :func:`frozen_stages` counts the leading stages with nothing to
-train; that prefix is what can be cached.
+layer norm; :mod:`speechtl.models.encoder_stages`). ``frozen_stages`` counts
+the leading stages with nothing to train; that prefix is what can be cached.
 
 The CTC family's strategies (:func:`apply_ctc_strategy`) live here too.
 """
