@@ -100,6 +100,7 @@ class EvalConfig:
     prompt_with_terms: bool = False  # also score the baseline prompted with the term list
     batch_size: int = 8  # decoding batch size
     num_beams: int = 1  # 1 = greedy
+    decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.decode_cache)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class ExportConfig:
     parity_margin_points: float = 1.0  # an export whose test WER is worse by more WER points fails
     hf_check_utts: int | None = 8  # hf: byte-identical weight files + this many utterances through from_pretrained
     # (the export is a copy of the evaluated weights); null = decode the whole primary test set again
-    check_unpadded: bool = True  # ct2: also decode unpadded audio (as Pipecat's WhisperSTTService calls it)
+    check_unpadded: bool = False  # ct2: also decode unpadded audio (as Pipecat's WhisperSTTService calls it)
 
     def __post_init__(self) -> None:
         for fmt in self.formats:

@@ -26,6 +26,7 @@ from speechtl.adapt.data import RunData, prepare_data
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest
 from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.decode_cache import DecodeCache, weights_key
 from speechtl.evaluate.scoring import read_terms, scoring_normalizer
 from speechtl.export.parity import ExportParityError, export
 from speechtl.fsio import atomic_write_text
@@ -99,9 +100,11 @@ class Run:
             self._timed("baseline_eval_s", t)
             return
         # Whisper, also under the CTC route (a CTC head on its encoder): the unadapted Whisper is the baseline
-        baseline = self._transcriber(WhisperASR.load(self.model.hf_dir))
+        base_asr = WhisperASR.load(self.model.hf_dir)
+        baseline = self._transcriber(base_asr)
         if hasattr(baseline, "prepare"):
             self._cache_encoder(baseline)
+        baseline = self._decode_cache(baseline, base_asr)
         self._timed("encoder_cache_s", t)
         t = time.perf_counter()
         replays = heldout.verify_sources(self.recipe, baseline, self.data.sets, self.normalizer, self.notify)
@@ -206,6 +209,15 @@ class Run:
                                         batch_size=train_config.cache_batch_size,
                                         num_beams=self.recipe.eval.num_beams)
 
+    def _decode_cache(self, transcriber: Any, asr: Any) -> Any:
+        """``transcriber`` behind the machine-wide store of this model's transcripts (the base weights: the
+        baseline and the interpolation's alpha 0)."""
+        if not self.recipe.eval.decode_cache:
+            return transcriber
+        settings = {"kind": type(transcriber).__name__,
+                    **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
+        return DecodeCache(transcriber, weights_key(asr.model), settings)
+
     def _evaluate_all(self, asr: Any, system: str, sets: dict[str, Path], model_name: str, *,
                       prompt: str | None = None, replays: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Score ``asr`` on every set (``replays``: set -> a transcriber holding this very model's hypotheses)."""
@@ -248,7 +260,8 @@ class Run:
         def dev_wer(alpha: float, ref: str, manifest: Path) -> float:
             interpolator.at(alpha)
             out_dir = self.run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
-            return evaluate_manifest(target, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
+            decoder = self._decode_cache(target, interpolator.asr) if alpha == 0 else target
+            return evaluate_manifest(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
                                      batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")["wer"]
 
         choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_wer)

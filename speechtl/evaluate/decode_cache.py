@@ -1,0 +1,152 @@
+"""A machine-wide store of transcripts: (model weights, decoding settings, audio content) -> hypothesis.
+
+The unadapted model is decoded again by every run on clips it has already
+heard: a re-run, the ``es`` and ``es-medical`` recipes on the same Asterisk
+and Colombian prompts, the interpolation's alpha 0 (the base weights). A
+:class:`DecodeCache` wraps a transcriber and answers each utterance whose key
+it holds without decoding; the rest are decoded in one call and stored.
+
+The key of an utterance hashes the model key (every weight tensor, see
+:func:`weights_key`), the caller's decoding settings (transcriber kind,
+encoder-cache stage and precision, beams), the language, the prompt, the
+batch size and the sha256 of the audio file's bytes, so a change to any of
+them is a miss. A hypothesis is the one the same model and settings gave
+that audio; in a batch of other clips it can differ in the last bits of the
+arithmetic, so a rare greedy token may differ from a fresh decode.
+
+Storage: ``<cache_root>/decodes/<model key>.jsonl``, one row per
+hypothesis, appended under an exclusive lock. Each row carries a digest of
+its key and text, checked on read: a torn or edited row is ignored, logged,
+and its utterance decoded again (the new row, appended later, wins).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechtl import audio
+from speechtl.cache import cache_root
+from speechtl.data.manifest import Utterance
+from speechtl.fsio import file_sha256
+from speechtl.models.encoder_cache import model_key
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when a stored hypothesis would mean something else
+_audio_digests: dict[tuple[str, int, int], str] = {}
+
+
+def weights_key(model: Any, settings: dict[str, Any] | None = None) -> str:
+    """Hash of every parameter and buffer of a torch module, plus JSON-able ``settings``."""
+    return model_key(sorted(model.state_dict().items()), {"decode_cache": FORMAT, **(settings or {})})
+
+
+def audio_digest(utt: Utterance) -> str:
+    """sha256 of the utterance's audio file (memoized by resolved path, size and mtime)."""
+    path = Path(utt.audio_filepath).resolve()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise FileNotFoundError(f"utterance {utt.id}: field 'audio_filepath' {path} cannot be read "
+                                f"({exc.strerror})") from exc
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo not in _audio_digests:
+        _audio_digests[memo] = file_sha256(path)
+    return _audio_digests[memo]
+
+
+def _row_check(key: str, hyp: str) -> str:
+    return hashlib.sha256(f"{key}\0{hyp}".encode()).hexdigest()[:16]
+
+
+def read_store(path: Path) -> tuple[dict[str, str], int]:
+    """The valid rows of a store file (key -> hypothesis; later rows win) and the count of rows ignored."""
+    found: dict[str, str] = {}
+    bad = 0
+    if not path.is_file():
+        return found, bad
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+                key, hyp, check = row["key"], row["hyp"], row["check"]
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            if not isinstance(hyp, str) or check != _row_check(str(key), hyp):
+                bad += 1
+                continue
+            found[key] = hyp
+    return found, bad
+
+
+class DecodeCache:
+    """``transcriber`` (``transcribe_utterances`` or ``transcribe``) behind the store of ``model_key``."""
+
+    def __init__(self, transcriber: Any, model_key: str, settings: dict[str, Any], *,
+                 root: Path | str | None = None) -> None:
+        self.inner = transcriber
+        self.settings = json.dumps(settings, sort_keys=True, default=str)
+        self.path = Path(root or cache_root() / "decodes") / f"{model_key}.jsonl"
+        self.name = getattr(transcriber, "name", None) or type(transcriber).__name__
+        self.hits = self.misses = 0
+        self._store: dict[str, str] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # precision, prepare, root, ...: those of the wrapped transcriber
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _key(self, utt: Utterance, lang: str, prompt: str | None, batch_size: int) -> str:
+        raw = json.dumps([self.settings, lang, prompt, batch_size, audio_digest(utt)])
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+    def _loaded(self) -> dict[str, str]:
+        if self._store is None:
+            self._store, bad = read_store(self.path)
+            if bad:
+                log.warning("decode cache %s: %d corrupt rows ignored; their utterances are decoded again",
+                            self.path, bad)
+        return self._store
+
+    def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
+                              batch_size: int = 8) -> list[str]:
+        store = self._loaded()
+        keys = [self._key(u, lang, prompt, batch_size) for u in utts]
+        todo = [i for i, k in enumerate(keys) if k not in store]
+        self.hits += len(utts) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            batch = [utts[i] for i in todo]
+            hyps = self._decode(batch, lang, prompt, batch_size)
+            self._append((keys[i], h) for i, h in zip(todo, hyps))
+        return [store[k] for k in keys]
+
+    def _decode(self, utts: list[Utterance], lang: str, prompt: str | None, batch_size: int) -> list[str]:
+        by_utts = getattr(self.inner, "transcribe_utterances", None)
+        if by_utts is not None:
+            return list(by_utts(utts, lang, prompt=prompt, batch_size=batch_size))
+        audios: list[np.ndarray] = [audio.load(u.audio_filepath, audio.TARGET_SAMPLE_RATE) for u in utts]
+        return list(self.inner.transcribe(audios, lang, prompt=prompt, batch_size=batch_size))
+
+    def _append(self, rows: Iterable[tuple[str, str]]) -> None:
+        store = self._loaded()
+        lines = []
+        for key, hyp in rows:
+            store[key] = hyp
+            lines.append(json.dumps({"key": key, "hyp": hyp, "check": _row_check(key, hyp)}, ensure_ascii=False))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # rows of concurrent runs never interleave
+            handle.write("".join(line + "\n" for line in lines))
+            handle.flush()
+            os.fsync(handle.fileno())
