@@ -76,6 +76,8 @@ def read_store(path: Path) -> tuple[dict[str, str], int]:
         return found, bad
     with path.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
                 key, hyp, check = row["key"], row["hyp"], row["check"]
@@ -145,8 +147,13 @@ class DecodeCache:
             store[key] = hyp
             lines.append(json.dumps({"key": key, "hyp": hyp, "check": _row_check(key, hyp)}, ensure_ascii=False))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
+        with self.path.open("a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # rows of concurrent runs never interleave
-            handle.write("".join(line + "\n" for line in lines))
+            torn = False
+            if handle.seek(0, os.SEEK_END) > 0:
+                handle.seek(-1, os.SEEK_END)
+                torn = handle.read(1) != b"\n"
+            text = ("\n" if torn else "") + "".join(line + "\n" for line in lines)  # a killed writer's torn row
+            handle.write(text.encode("utf-8"))  # stays alone on its line
             handle.flush()
             os.fsync(handle.fileno())

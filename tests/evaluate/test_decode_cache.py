@@ -47,6 +47,9 @@ def test_second_cache_answers_without_decoding(utts, tmp_path):
     c = cache(again, tmp_path)
     assert c.transcribe_utterances(utts, "es") == hyps
     assert again.calls == [] and (c.hits, c.misses) == (3, 0)
+    c.transcribe_utterances(utts[:1], "en")  # an append to a sound file adds rows, no blank or broken line
+    assert read_store(tmp_path / "store" / "m1.jsonl") == ({**c._loaded()}, 0)
+    assert len((tmp_path / "store" / "m1.jsonl").read_text().splitlines()) == 4
 
 
 @pytest.mark.parametrize("change", ["audio", "lang", "prompt", "batch_size", "settings", "model"])
