@@ -3,6 +3,14 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture(autouse=True)
+def _own_synth_store(tmp_path_factory, monkeypatch):
+    """Each test gets an empty synthesis store: a clip one test made never answers another."""
+    monkeypatch.setenv("SPEECHTL_SYNTH_STORE", str(tmp_path_factory.mktemp("synth-store")))

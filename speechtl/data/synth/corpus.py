@@ -46,6 +46,7 @@ from speechtl.data.manifest import RawItem, sentence_key
 from speechtl.data.splits import SplitConfig, assign
 from speechtl.data.synth import SynthError, Voice, espeak, kokoro
 from speechtl.data.synth.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
+from speechtl.data.synth.store import SynthStore, clip_key, store_root
 from speechtl.fsio import atomic_write_bytes, atomic_write_text
 from speechtl.text.normalize import TextRejected, get_normalizer
 from speechtl.workers import die_with_parent
@@ -191,6 +192,8 @@ class _Task:
     lang: str
     channel: ChannelConfig | None
     path: Path
+    store: Path | None = None  # the shared store's root, which receives the finished clip ...
+    key: str | None = None  # ... under this key
 
 
 def _run_task(task: _Task) -> tuple[int, str | None]:
@@ -202,6 +205,8 @@ def _run_task(task: _Task) -> tuple[int, str | None]:
             params = draw_channel(task.channel, rng)
             samples, rate = apply_channel(samples, rate, task.channel, params, rng)
         write_wav(task.path, samples, rate)
+        if task.store is not None and task.key is not None:
+            SynthStore(task.store).put(task.key, task.path)
         return task.index, None
     except Exception as exc:  # reported per item, never lost
         return task.index, f"{type(exc).__name__}: {exc}"
@@ -293,8 +298,11 @@ def synthesize_corpus(
         kokoro.model_path()  # join the model once, here, before workers race for it
 
     pools, sentence_split = _voice_pools(sentences, voices, config, holdout)
+    root = store_root()
+    store = SynthStore(root) if root is not None else None
     items: list[RawItem] = []
     tasks: list[_Task] = []
+    stored = 0
     for sentence_id, text in sentences:
         for voice in _voices_for(sentence_id, pools[sentence_split.get(sentence_id)], config):
             path = out_dir / voice.id / f"{sentence_id}-{text_key(text)}.wav"  # an edited sentence is spoken anew
@@ -307,11 +315,21 @@ def synthesize_corpus(
             }  # fmt: skip
             item_id = f"{voice.id}_{sentence_id}"
             items.append(RawItem(id=item_id, text=text, speaker=voice.id, audio_path=path, extra=extra))
-            if not path.exists():
-                tasks.append(_Task(len(items) - 1, sentence_id, text, voice, config.lang, config.channel, path))
+            if path.exists():
+                continue
+            key = None
+            if store is not None:
+                key = clip_key(engine=config.engine, voice_id=voice.id, voice=voice.params, lang=config.lang,
+                               text=text, sentence_id=sentence_id, channel=channel,
+                               channel_config=config.channel.to_json() if config.channel is not None else None)
+                if store.fetch(key, path):
+                    stored += 1
+                    continue
+            tasks.append(_Task(len(items) - 1, sentence_id, text, voice, config.lang, config.channel, path, root, key))
     skipped = len(items) - len(tasks)
     if skipped:
-        log.info("synth: %d of %d files already exist; synthesizing %d", skipped, len(items), len(tasks))
+        log.info("synth: %d of %d files already exist (%d of them copied from the store %s); synthesizing %d",
+                 skipped, len(items), stored, root, len(tasks))
         if progress is not None:
             progress(skipped)
 
