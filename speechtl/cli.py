@@ -32,6 +32,7 @@ from speechtl.runtimes.transformers import Transformers
 from speechtl.serve.app import serve
 
 log = logging.getLogger("speechtl")
+QUIET_LOGGERS = ("faster_whisper", "accelerate", "httpx", "urllib3")
 
 
 def _key_values(pairs: list[str]) -> dict[str, Any]:
@@ -379,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # one INFO line per faster-whisper call or accelerate save buries the run's own lines
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except Exception as exc:  # the CLI turns library errors into one clear line

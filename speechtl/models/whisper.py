@@ -26,6 +26,7 @@ import copy
 import logging
 import math
 from collections.abc import Iterator, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,20 @@ def spec_augment(features: Any, num_frames: Sequence[int], config: SpecAugmentCo
             start = int(rng.integers(0, n_mels - width + 1))
             out[i, start:start + width, :] = fill
     return out if isinstance(out, torch.Tensor) else torch.as_tensor(out)
+
+
+def hidden_spec_augment(hidden: Any, seconds: Sequence[float | None], config: SpecAugmentConfig,
+                        keys: Sequence[Sequence[int]], *, n_mels: int) -> Any:
+    """SpecAugment on cached encoder states ``(batch, positions, channels)``, where log-mels are out of reach.
+
+    Time masks are as long in seconds as on log-mels (a position is 20 ms, two feature frames) and fall inside
+    the item's speech (``seconds``; None: anywhere); channel masks cover the share of the channels that the
+    frequency masks cover of the ``n_mels`` bins.
+    """
+    scaled = dataclasses.replace(config, time_mask_frames=config.time_mask_frames // 2,
+                                 freq_mask_bins=round(config.freq_mask_bins * hidden.shape[2] / n_mels))
+    positions = [math.ceil(50 * s) if s else hidden.shape[1] for s in seconds]
+    return spec_augment(hidden.transpose(1, 2), positions, scaled, keys).transpose(1, 2).contiguous()
 
 
 # ------------------------------------------------------------------ encoder stages
@@ -358,7 +373,7 @@ class WhisperCollator:
 
     ``input`` is 16 kHz audio when ``from_audio`` (log-mel features are computed
     here, SpecAugment applied when configured) or a cached encoder row
-    otherwise. Returns ``encoder_input``, ``decoder_input_ids``, ``labels``
+    otherwise (SpecAugment then masks the row: :func:`hidden_spec_augment`). Returns ``encoder_input``, ``decoder_input_ids``, ``labels``
     and ``index`` (the dataset positions, for bookkeeping).
     """
 
@@ -379,6 +394,10 @@ class WhisperCollator:
                 enc = spec_augment(enc, frames, self.spec, [(e["epoch"], e["index"]) for e in examples])
         else:
             enc = torch.from_numpy(np.stack([np.asarray(e["input"]) for e in examples])).to(torch.float32)
+            if self.spec is not None:
+                enc = hidden_spec_augment(enc, [e.get("seconds") for e in examples], self.spec,
+                                          [(e["epoch"], e["index"]) for e in examples],
+                                          n_mels=self.asr.feature_extractor.feature_size)
         labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id)
         return {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
 

@@ -65,4 +65,5 @@ class TrainSet:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         source = self.rows[i] if self.rows is not None else load_audio(self.utts[i].audio_filepath)
-        return {"index": i, "input": source, "tokens": self.tokens[i], "epoch": self.sampler.epoch}
+        return {"index": i, "input": source, "tokens": self.tokens[i], "epoch": self.sampler.epoch,
+                "seconds": self.utts[i].duration}

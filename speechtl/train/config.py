@@ -51,7 +51,7 @@ class TrainConfig:
     log_every_steps: int = 10  # one history.jsonl row every N steps (evaluations add theirs)
     max_label_tokens: int = 448  # longest decoder sequence (prefix + text + end token)
     long_labels: str = "error"  # over-long labels: "error" (fail, listing them) or "skip" (out_dir/skipped.jsonl)
-    spec_augment: bool = False  # SpecAugment on log-mels; needs cache_encoder=False (the encoder must see features)
+    spec_augment: bool = False  # SpecAugment on log-mels (on the cached encoder states when cache_encoder)
     spec_time_masks: int = 2  # SpecAugment: time masks per utterance
     spec_time_mask_frames: int = 40  # SpecAugment: widest time mask, in 10 ms frames
     spec_freq_masks: int = 2  # SpecAugment: frequency masks per utterance
@@ -128,8 +128,6 @@ class TrainConfig:
             fail("lang", "must be a lower-case language code such as 'es'")
         if self.cache_dir is not None and not isinstance(self.cache_dir, str):
             fail("cache_dir", "must be a path string or null")
-        if self.spec_augment and self.cache_encoder:
-            fail("spec_augment", "needs cache_encoder=false (cached encoder outputs never see the masked features)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

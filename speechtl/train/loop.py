@@ -317,7 +317,13 @@ class Trainer:
                              utterance_ids=tuple(window.ids)))
         if st.step % self.config.log_every_steps == 0 or st.step == self.total_steps:
             shared = float(self.acc.reduce(torch.tensor(mean_loss, device=self.acc.device), "mean"))
-            self._record(loss=shared, lr=lr, utterances_per_s=round(window.utts / max(window.time, 1e-9), 3))
+            rate = window.utts / max(window.time, 1e-9)
+            self._record(loss=shared, lr=lr, utterances_per_s=round(rate, 3))
+            if self.is_main:  # progress between evaluations: the ETA counts training steps, not dev decoding
+                per_step = st.train_time_s / st.step  # both carry over a resume
+                eta = per_step * (self.total_steps - st.step)
+                log.info("step %d/%d: loss %.4f, lr %.2e, %.2f utterances/s, ETA %d min %02d s (training only)",
+                         st.step, self.total_steps, shared, lr, rate, eta // 60, eta % 60)
 
     def _stop_reason(self, loop_started: float) -> str | None:
         """Why training stops after this step (evaluating when it is due), or None to go on."""

@@ -18,6 +18,7 @@ from speechtl.models.whisper import (
     WhisperCollator,
     collate_tokens,
     complete_generation_config,
+    hidden_spec_augment,
     save_random_whisper,
     spec_augment,
 )
@@ -249,6 +250,22 @@ def test_spec_augment_is_seeded_and_bounded():
         assert changed_frames.max() < 500
     with pytest.raises(ValueError, match="time_masks"):
         SpecAugmentConfig(time_masks=-1)
+
+
+def test_hidden_spec_augment_masks_speech_positions_and_a_share_of_channels():
+    hidden = torch.randn(2, 1500, 512)
+    config = SpecAugmentConfig(time_masks=2, time_mask_frames=40, freq_masks=1, freq_mask_bins=10, seed=1)
+    keys = [(0, i) for i in range(2)]
+    a = hidden_spec_augment(hidden, [2.0, None], config, keys, n_mels=80)
+    assert a.shape == hidden.shape and torch.equal(a, hidden_spec_augment(hidden, [2.0, None], config, keys,
+                                                                          n_mels=80))
+    diff = a[0] != hidden[0]
+    whole_channels = diff.all(dim=0).sum().item()
+    assert whole_channels <= 64  # 10 of 80 bins -> 64 of 512 channels
+    time_only = diff & ~diff.all(dim=0, keepdim=True)
+    if time_only.any():  # time masks: at most 2 x 20 positions, inside the 2 s of speech (100 positions)
+        rows = time_only.any(dim=1).nonzero().flatten()
+        assert rows.max() < 100 and len(rows) <= 40
 
 
 def test_collator_builds_batches_from_audio_and_rows(asr):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -81,7 +82,6 @@ def losses(history: Path) -> list[float]:
     ("long_labels", "cut", "TrainConfig.long_labels"),
     ("freeze_embeddings", "yes", "TrainConfig.freeze_embeddings must be true or false"),
     ("lang", "ES", "TrainConfig.lang"),
-    ("spec_augment", True, "TrainConfig.spec_augment needs cache_encoder=false"),
     ("eval_at_start", 1, "TrainConfig.eval_at_start"),
     ("dropout", 1.0, "TrainConfig.dropout must be a number >= 0 and <= 0.9"),
 ])
@@ -94,6 +94,7 @@ def test_config_from_dict():
     config = TrainConfig.from_dict({"strategy": "lora", "lora_targets": ["q_proj", "v_proj"]})
     assert config.lora_targets == ("q_proj", "v_proj") and config.peak_learning_rate == 1e-3
     assert TrainConfig(spec_augment=True, cache_encoder=False).spec_augment
+    assert TrainConfig(spec_augment=True).cache_encoder  # masks then fall on the cached encoder states
     with pytest.raises(ValueError, match="unknown train setting.*'epochs'"):
         TrainConfig.from_dict({"epochs": 3})
 
@@ -272,6 +273,25 @@ def test_spec_augment_without_cache_keeps_the_encoder_frozen(tiny, corpus, tmp_p
     trained = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
     original = load_file(str(tiny / "model.safetensors"))
     assert all(torch.equal(trained["whisper." + k], v) for k, v in original.items() if k.startswith("model.encoder"))
+
+
+def test_spec_augment_on_cached_states_changes_training(tiny, corpus, tmp_path):
+    curves = {}
+    for spec in (False, True):
+        config = quick(strategy="top-k", top_k=1, max_steps=2, eval_every_steps=2, spec_augment=spec)
+        result = train(tiny, corpus["train"], corpus["dev"], tmp_path / f"run-{spec}", config, NORM)
+        assert result.cache_stage > 0
+        curves[spec] = losses(result.history_path)
+    assert curves[True] != curves[False]
+
+
+def test_progress_lines_between_evaluations(tiny, corpus, tmp_path, caplog):
+    config = quick(strategy="head", max_steps=2, eval_every_steps=2, log_every_steps=1)
+    with caplog.at_level(logging.INFO, logger="speechtl.train.loop"):
+        train(tiny, corpus["train"], corpus["dev"], tmp_path / "run", config, NORM)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ") and "loss" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["step 1/2", "step 2/2"]
+    assert all("utterances/s" in line and "ETA" in line for line in lines)
 
 
 # ------------------------------------------------------------------ loop control
