@@ -27,7 +27,7 @@ from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest
 from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.evaluate.decode_cache import DecodeCache, weights_key
-from speechtl.evaluate.scoring import read_terms, scoring_normalizer
+from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
 from speechtl.export.parity import ExportParityError, export
 from speechtl.fsio import atomic_write_text
 from speechtl.models.encoder_cache import CachedEncoderTranscriber
@@ -117,6 +117,9 @@ class Run:
             self.evaluations["baseline+prompt"] = self._evaluate_all(
                 baseline, "baseline+prompt", {primary: self.data.sets[primary]}, self.recipe.model,
                 prompt=", ".join(self.terms))
+        if isinstance(baseline, DecodeCache):
+            self.notify(f"decode cache: {baseline.hits} of {baseline.hits + baseline.misses} baseline transcripts "
+                        f"read back, {baseline.misses} decoded -> {baseline.path}")
         self._timed("baseline_eval_s", t)
 
     def _cache_encoder(self, baseline: CachedEncoderTranscriber) -> None:
@@ -229,10 +232,24 @@ class Run:
                 model_name=model_name,
                 extra={"system": system, "encoder_cache_precision": getattr(asr, "precision", None)})
             results[ref] = metrics
+            self._check_plausible(metrics, system, ref)
             recall = metrics["terms"].get("recall") if metrics.get("terms") else None
             self.notify(f"eval {system:<16} {ref:<20} WER {metrics['wer']:.1%}  CER {metrics['cer']:.1%}"
                         + (f"  term recall {recall:.1%}" if recall is not None else ""))
         return results
+
+    def _check_plausible(self, metrics: dict[str, Any], system: str, ref: str) -> None:
+        """Fail the run on a WER no working model gives: over ``eval.max_wer``, or not one word output."""
+        limit = self.recipe.eval.max_wer
+        if limit is None:
+            return
+        silent = metrics["hits"] + metrics["substitutions"] + metrics["insertions"] == 0
+        if metrics["wer"] > limit or silent:
+            where = eval_dir(self.run_dir, system, ref) / "hypotheses.jsonl"
+            what = ("not one word in any hypothesis" if silent
+                    else f"WER {metrics['wer']:.1%} over eval.max_wer {limit:.0%}")
+            raise EvaluationError(f"eval {system} on {ref}: {what}: a broken model or cache, not a result; see "
+                                  f"{where} (set eval.max_wer: null to score such a model anyway)")
 
     def _evaluate_ctc(self, result: TrainResult) -> dict[str, Any] | None:
         """The adapted CTC model greedy ("adapted") and with the dev-tuned LM beam search ("adapted+lm")."""

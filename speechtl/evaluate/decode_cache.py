@@ -14,7 +14,7 @@ them is a miss. A hypothesis is the one the same model and settings gave
 that audio; in a batch of other clips it can differ in the last bits of the
 arithmetic, so a rare greedy token may differ from a fresh decode.
 
-Storage: ``<cache_root>/decodes/<model key>.jsonl``, one row per
+Storage: ``<cache_root>/decodes/<model key>.jsonl`` (``$SPEECHTL_DECODE_CACHE`` moves it), one row per
 hypothesis, appended under an exclusive lock. Each row carries a digest of
 its key and text, checked on read: a torn or edited row is ignored, logged,
 and its utterance decoded again (the new row, appended later, wins).
@@ -64,6 +64,11 @@ def audio_digest(utt: Utterance) -> str:
     return _audio_digests[memo]
 
 
+def decode_cache_root() -> Path:
+    """``$SPEECHTL_DECODE_CACHE`` when set and not empty, else ``<cache_root>/decodes``."""
+    return Path(os.environ.get("SPEECHTL_DECODE_CACHE") or cache_root() / "decodes")
+
+
 def _row_check(key: str, hyp: str) -> str:
     return hashlib.sha256(f"{key}\0{hyp}".encode()).hexdigest()[:16]
 
@@ -98,7 +103,7 @@ class DecodeCache:
                  root: Path | str | None = None) -> None:
         self.inner = transcriber
         self.settings = json.dumps(settings, sort_keys=True, default=str)
-        self.path = Path(root or cache_root() / "decodes") / f"{model_key}.jsonl"
+        self.path = Path(root or decode_cache_root()) / f"{model_key}.jsonl"
         self.name = getattr(transcriber, "name", None) or type(transcriber).__name__
         self.hits = self.misses = 0
         self._store: dict[str, str] | None = None

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -37,9 +38,10 @@ def setup(tmp_path_factory):
         }]},
         "train": {"strategy": "head", "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 1,
                   "eval_every_steps": 2, "eval_max_new_tokens": 8, "mixed_precision": "no"},
-        "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4},
+        "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4, "max_wer": None},  # random weights
         # random weights decode to garbage whose length differs between runtimes: parity is checked in test_export
-        "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32", "parity_margin_points": 1e6},
+        "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32", "parity_margin_points": 1e6,
+                   "check_unpadded": True},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -92,6 +94,8 @@ def test_adapt_writes_the_whole_run(setup, capsys):
                  "--runs", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "data corpus: reusing" in out and "0 computed" in out and "removing the earlier run" in out
+    hits = re.search(r"decode cache: (\d+) of (\d+) baseline transcripts read back, 0 decoded", out)
+    assert hits and hits[1] == hits[2] != "0"  # the unadapted model's transcripts are read back, not decoded
     report = json.loads((run / "report.json").read_text())
     assert report["train"]["steps"] == 2
     sample = read_manifest(run / "data/train.jsonl")
@@ -138,6 +142,14 @@ def test_eval_and_transcribe(setup, tmp_path, capsys):
     assert main(["transcribe", "--model", str(setup["model"]), *map(str, wavs[:2])]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(w) for w in wavs[:2]]
+
+
+def test_an_absurd_wer_fails_the_run(setup, capsys):
+    runs = setup["root"] / "runs-absurd"
+    assert main(["adapt", str(setup["recipe"]), "eval.max_wer=0.01", "--runs", str(runs)]) == 1
+    err = capsys.readouterr().err
+    assert "eval baseline on corpus/test: WER" in err and "over eval.max_wer 1%" in err
+    assert "hypotheses.jsonl" in err and not (runs / "tiny" / "report.json").exists()
 
 
 def test_adapt_with_a_bad_override_names_the_key(setup, capsys):

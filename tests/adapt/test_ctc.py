@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
                               "split": {"dev_share": 0.2, "test_share": 0.2, "by_speaker": False, "seed": 1}}]},
         "train": {"strategy": "top-k", "top_k": 1, "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3,
                   "warmup_steps": 1, "eval_every_steps": 2, "mixed_precision": "no"},
-        "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4},
+        "eval": {"primary": "corpus/test", "terms": str(terms), "batch_size": 4, "max_wer": None},  # random weights
         "decode": {"lm_sentences": [str(lm_text)], "lm_weights": [0.5, 1.0], "word_scores": [0.0]},
         "export": {"formats": ["hf", "ct2", "onnx"]},
     }
