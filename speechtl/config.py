@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from speechtl.data.nonspeech import KINDS as NONSPEECH_KINDS
 from speechtl.data.splits import SplitConfig
 from speechtl.train.config import TrainConfig
 
@@ -158,6 +159,26 @@ class InterpolateConfig:
 
 
 @dataclass(frozen=True)
+class NonspeechConfig:
+    """Audio without speech (speechtl.data.nonspeech): its empty target in training, its own test set."""
+
+    train_clips: int = 0  # clips mixed into the train manifest (about that share of every batch); 0 = none
+    test_clips: int = 48  # held-out clips (other seeds) every run decodes: share of clips with any word; 0 = none
+    kinds: tuple[str, ...] = ()  # which kinds (default: all of speechtl.data.nonspeech.KINDS)
+    min_s: float = 1.0  # clip length range, seconds
+    max_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.train_clips < 0 or self.test_clips < 0:
+            raise ConfigError("nonspeech: train_clips and test_clips must be >= 0")
+        if not 0 < self.min_s <= self.max_s <= 30:
+            raise ConfigError(f"nonspeech: need 0 < min_s <= max_s <= 30, got {self.min_s}, {self.max_s}")
+        unknown = sorted(set(self.kinds) - set(NONSPEECH_KINDS))
+        if unknown:
+            raise ConfigError(f"nonspeech.kinds: {unknown} not in {list(NONSPEECH_KINDS)}")
+
+
+@dataclass(frozen=True)
 class RecipeConfig:
     name: str  # run name: results go to runs/<name>/
     lang: str  # target language (ISO 639-1)
@@ -168,6 +189,7 @@ class RecipeConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # CTC route: LM beam search
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)  # WiSE-FT, alpha chosen on dev
+    nonspeech: NonspeechConfig = field(default_factory=NonspeechConfig)  # no speech in: no words out
     seed: int = 0  # the seed every stage derives its own from
     num_workers: int = 2  # worker processes for data prep and synthesis
 

@@ -16,7 +16,9 @@ from speechtl.adapt import heldout
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
 from speechtl.data.importers import read_corpus
 from speechtl.data.importers.asterisk import DEFAULT_VOICE, default_root
-from speechtl.data.manifest import read_manifest, sentence_key, write_jsonl
+from speechtl.data.manifest import Utterance, read_manifest, sentence_key, write_jsonl
+from speechtl.data.nonspeech import KINDS as NONSPEECH_KINDS
+from speechtl.data.nonspeech import nonspeech_items
 from speechtl.data.prepare import PrepareConfig, prepare, write_splits
 from speechtl.data.synth.channel import ChannelConfig
 from speechtl.data.synth.corpus import SynthConfig, read_sentences, synthesize_corpus
@@ -42,6 +44,7 @@ class RunData:
     dev: Path  # the combined dev manifest (checkpoint choice)
     sets: dict[str, Path]  # "<source>/<split>" -> manifest: the primary set, the other test sets, forgetting
     dev_sets: dict[str, Path]  # "<source>/dev" -> manifest: every dev split the run uses (alpha choice)
+    nonspeech_test: Path | None = None  # held-out clips without speech (no reference: scored by words output)
 
 
 def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData:
@@ -49,10 +52,12 @@ def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData
     prepared: dict[str, dict[str, Path]] = {}
     for s in recipe.sources:
         prepared[s.name] = prepare_source(s, recipe, run_dir / "data" / s.name, notify, prepared)
-    train = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl")
+    nonspeech = _nonspeech(recipe, run_dir / "data" / "nonspeech", notify)
+    train = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl", extra=nonspeech.get("train"))
     heldout.drop_train_sentences(recipe, prepared, train, notify)
     dev = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
-    data = RunData(prepared, train, dev, _eval_sets(recipe, prepared), _dev_sets(recipe, prepared))
+    data = RunData(prepared, train, dev, _eval_sets(recipe, prepared), _dev_sets(recipe, prepared),
+                   nonspeech.get("test"))
     heldout.check_disjoint(train, {**data.sets, **data.dev_sets})
     return data
 
@@ -182,7 +187,29 @@ def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, noti
     return synthesize_corpus(sentences, out_dir / "raw", config, holdout=holdout)
 
 
-def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_name: str, out: Path) -> Path:
+def _nonspeech(recipe: RecipeConfig, out_dir: Path, notify: Notify) -> dict[str, Path]:
+    """The no-speech train and test manifests (clips of disjoint seeds, 16 kHz mono as made, empty texts)."""
+    config = recipe.nonspeech
+    kinds = config.kinds or NONSPEECH_KINDS
+    out: dict[str, Path] = {}
+    for split_name, count, seed in (("train", config.train_clips, recipe.seed),
+                                    ("test", config.test_clips, recipe.seed + 7919)):
+        if not count:
+            continue
+        items = nonspeech_items(out_dir / "audio", count, seed, kinds=kinds, min_s=config.min_s,
+                                max_s=config.max_s, prefix=f"nonspeech-{split_name}")
+        utts = [Utterance(id=i.id, audio_filepath=str(Path(i.audio_path).resolve()), text="",
+                          duration=i.extra["seconds"], speaker=i.speaker, lang=recipe.lang, extra=dict(i.extra))
+                for i in items]
+        out[split_name] = out_dir / f"{split_name}.jsonl"
+        write_jsonl(out[split_name], utts)
+        notify(f"data nonspeech/{split_name}: {count} clips without speech ({', '.join(kinds)}) -> {out[split_name]}")
+    return out
+
+
+def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_name: str, out: Path,
+             extra: Path | None = None) -> Path:
+    """Every source's ``split_name`` split the recipe uses (and ``extra``'s utterances) in one manifest."""
     utts = []
     for source in recipe.sources:
         if split_name in source.use:
@@ -194,6 +221,8 @@ def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_n
             utts.extend(part)
     if not utts:
         raise ConfigError(f"no source uses its {split_name} split; set data.sources.NAME.use")
+    if extra is not None:
+        utts.extend(read_manifest(extra))
     write_jsonl(out, utts)
     return out
 

@@ -27,6 +27,7 @@ from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest
 from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.evaluate.decode_cache import DecodeCache, weights_key
+from speechtl.evaluate.nonspeech import evaluate_nonspeech
 from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
 from speechtl.export.parity import ExportParityError, export
 from speechtl.fsio import atomic_write_text
@@ -45,6 +46,7 @@ from speechtl.train.strategies import frozen_prefix
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str], None]
+NONSPEECH_SET = "nonspeech/test"  # how the no-speech test set is named in the run's files and report
 
 
 class Run:
@@ -59,6 +61,7 @@ class Run:
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.evaluations: dict[str, Any] = {}
+        self.nonspeech: dict[str, Any] = {}  # system -> evaluate_nonspeech metrics on data.nonspeech_test
         self.data: RunData
         self.model: Any = None
         self.route = ""
@@ -179,6 +182,8 @@ class Run:
             "interpolation": interpolation,
             "adapted_dir": str(adapted_dir),
             "relations": heldout.relations(self.data.train, self.data.sets),
+            "nonspeech": {"manifest": str(self.data.nonspeech_test), "systems": self.nonspeech} if self.nonspeech
+            else None,
         }
         # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
         payload = enrich(payload, self.run_dir, seed=self.recipe.seed)
@@ -236,7 +241,19 @@ class Run:
             recall = metrics["terms"].get("recall") if metrics.get("terms") else None
             self.notify(f"eval {system:<16} {ref:<20} WER {metrics['wer']:.1%}  CER {metrics['cer']:.1%}"
                         + (f"  term recall {recall:.1%}" if recall is not None else ""))
+        if prompt is None and self.data.nonspeech_test is not None and system != "fine-tuned":
+            self._evaluate_nonspeech(asr, system, model_name)
         return results
+
+    def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str) -> None:
+        """The held-out clips without speech: how many get words (each one a reply to nobody)."""
+        m = evaluate_nonspeech(asr, self.data.nonspeech_test, eval_dir(self.run_dir, system, NONSPEECH_SET),
+                               lang=self.recipe.lang, normalizer=self.normalizer,
+                               batch_size=self.recipe.eval.batch_size, model_name=model_name)
+        self.nonspeech[system] = m
+        words = ", ".join(f"{w} ({n})" for w, n in m["top_words"][:5]) or "none"
+        self.notify(f"eval {system:<16} {NONSPEECH_SET:<20} words on {m['clips_with_words']} of {m['num_clips']} "
+                    f"clips without speech ({m['share_with_words']:.0%}); most written: {words}")
 
     def _check_plausible(self, metrics: dict[str, Any], system: str, ref: str) -> None:
         """Fail the run on a WER no working model gives: over ``eval.max_wer``, or not one word output."""

@@ -197,7 +197,7 @@ def validate(utterances: Iterable[Utterance], *, check_files: bool = True) -> li
         seen[utt.id] += 1
         if seen[utt.id] == 2:
             problems.append(f"id={utt.id}: duplicate id")
-        if not utt.text.strip():
+        if not utt.text.strip() and not utt.extra.get("nonspeech"):  # a clip without speech: its text is empty
             problems.append(f"id={utt.id}: field 'text' is empty")
         if utt.duration is not None and not utt.duration > 0:
             problems.append(f"id={utt.id}: field 'duration' is {utt.duration}, must be > 0")

@@ -30,6 +30,7 @@ lower), its length between ``min_s`` and ``max_s``.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import soundfile as sf
 
 from speechtl.data.manifest import RawItem
 from speechtl.data.synth.channel import make_noise, mulaw_decode, mulaw_encode, power, resample
-from speechtl.fsio import atomic_file
+from speechtl.fsio import atomic_write_bytes
 
 SAMPLE_RATE = 16000
 KINDS = ("silence", "white", "pink", "brown", "hum", "tone", "ringback", "busy", "dtmf", "babble", "music", "codec")
@@ -187,8 +188,10 @@ def nonspeech_items(out_dir: Path | str, count: int, seed: int, *, kinds: Sequen
         seconds = float(rng.uniform(min_s, max_s))
         clip = make_clip(kind, seconds, rng)
         path = out_dir / f"{prefix}-{i:04d}-{kind}.wav"
-        with atomic_file(path, "wb") as handle:
-            sf.write(handle, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        buf = io.BytesIO()
+        sf.write(buf, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        if not path.is_file() or path.read_bytes() != buf.getvalue():  # an unchanged clip keeps its file (and
+            atomic_write_bytes(path, buf.getvalue())  # the encoder-cache rows keyed on it)
         items.append(RawItem(id=path.stem, text="", speaker=kind, audio_path=path,
                              extra={"nonspeech": kind, "seconds": round(seconds, 3)}))
     return items

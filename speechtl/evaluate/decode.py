@@ -69,7 +69,7 @@ def _duration_s(utt: Utterance) -> float:
     return utt.duration if utt.duration is not None else 0.0
 
 
-def _transcribe_all(transcriber: Transcriber, utts: list[Utterance], lang: str, prompt: str | None,
+def transcribe_all(transcriber: Transcriber, utts: list[Utterance], lang: str, prompt: str | None,
                      batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[list[str], dict]:
     """Transcribe in batches of similar duration (less padding, shorter decodes); hypotheses in manifest order.
 
@@ -178,7 +178,7 @@ def evaluate_manifest(
 
     log.info("evaluating %d utterances of %s (lang=%s, batch_size=%d)", len(utts),
              manifest_name or "<in memory>", lang, batch_size)
-    hyps, timing = _transcribe_all(transcriber, utts, lang, prompt, batch_size, progress)
+    hyps, timing = transcribe_all(transcriber, utts, lang, prompt, batch_size, progress)
     refs = [u.text for u in utts]
     scores = score(refs, hyps, normalizer, ids=ids, speakers=[u.speaker for u in utts])
 

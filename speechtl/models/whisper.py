@@ -224,17 +224,22 @@ class WhisperASR:
         return [int(i) for i in ids]
 
     def token_sequences(self, texts: Sequence[str], lang: str, *, ids: Sequence[str] | None = None,
-                        task: str = "transcribe") -> list[list[int]]:
-        """Full decoder sequences ``prefix + text + <|endoftext|>``; every over-long one is reported."""
+                        task: str = "transcribe", empty_ok: Sequence[bool] | None = None) -> list[list[int]]:
+        """Full decoder sequences ``prefix + text + <|endoftext|>``; every over-long one is reported.
+
+        An empty text is an error unless ``empty_ok`` says so for its item (a clip without speech: its target
+        is the prefix and ``<|endoftext|>``).
+        """
         prefix = self.prefix_tokens(lang, task)
         ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
-        if len(ids) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
+        empty_ok = list(empty_ok) if empty_ok is not None else [False] * len(texts)
+        if not len(ids) == len(texts) == len(empty_ok):
+            raise ValueError(f"{len(texts)} texts but {len(ids)} ids and {len(empty_ok)} empty_ok flags")
         seqs, too_long = [], []
-        for utt_id, text in zip(ids, texts, strict=True):
-            if not text.strip():
+        for utt_id, text, may_be_empty in zip(ids, texts, empty_ok, strict=True):
+            if not text.strip() and not may_be_empty:
                 raise ValueError(f"id={utt_id}: field 'text' is empty")
-            body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+            body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
             seq = prefix + list(body) + [self.eot_id]
             if len(seq) > self.max_label_tokens:
                 too_long.append((utt_id, len(seq)))

@@ -17,11 +17,14 @@ from typing import Any
 from speechtl.report.data import comparison, set_label, sets_of, systems_of
 from speechtl.report.markdown import (
     COMPARISONS_HEADER,
+    NONSPEECH_HEADER,
+    NONSPEECH_NOTE,
     RESULTS_HEADER,
     ci_text,
     comparison_rows,
     diff_text,
     interpolation_rows,
+    nonspeech_rows,
     pct,
     results_rows,
     tradeoff_rows,
@@ -199,6 +202,16 @@ def _examples(payload: dict[str, Any]) -> str:
     return legend + "".join(blocks)
 
 
+def _nonspeech(payload: dict[str, Any]) -> str:
+    rows, verdict_text = nonspeech_rows(payload)
+    if not rows:
+        return '<p class="note">No clips without speech were scored (nonspeech.test_clips: 0).</p>'
+    out = f'<p class="note">{_e(NONSPEECH_NOTE)}</p>' + _table(NONSPEECH_HEADER, [[_e(c) for c in r] for r in rows])
+    if verdict_text:
+        out += f'<p class="{"warn" if verdict_text.startswith("Regression") else "note"}">{_e(verdict_text)}</p>'
+    return out
+
+
 def _header(payload: dict[str, Any]) -> str:
     train, norm, model = payload.get("train", {}), payload["normalizer"], payload["model"]
     synth = [ref for ref in sets_of(payload) if "synthetic speech" in set_label(payload, ref)]
@@ -222,6 +235,7 @@ def render_html(payload: dict[str, Any]) -> str:
         ("Results", _results(payload) + _figure(plots["wer"], "No WER to plot.")),
         ("Is the gain real?", _comparisons(payload)),
         ("Forgetting check", _forgetting(payload)),
+        ("No speech in: words out", _nonspeech(payload)),
         ("Weight interpolation (WiSE-FT)", _interpolation(payload) + _figure(plots["tradeoff"], "")),
         ("Per speaker", _figure(plots["speakers"], "No per-speaker breakdown in the evaluations.")),
         ("Domain terms", _figure(plots["terms"], "No term list was scored (eval.terms).")),

@@ -180,6 +180,35 @@ def _forgetting(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+NONSPEECH_HEADER = ["system", "clips with words", "share", "most written words"]
+NONSPEECH_NOTE = ("Held-out clips without speech (silence, noise, hum, tones, call-progress and keypad tones, babble, "
+                  "music, a lossy line; synthetic, made in code). The right transcript is empty: every clip with a "
+                  "word is a reply to nobody.")
+
+
+def nonspeech_rows(payload: dict[str, Any]) -> tuple[list[list[str]], str | None]:
+    """Rows of the no-speech table and the verdict on the adapted model (None without both systems)."""
+    systems = (payload.get("nonspeech") or {}).get("systems") or {}
+    rows = [[system, f"{m['clips_with_words']} of {m['num_clips']}", pct(m["share_with_words"]),
+             ", ".join(f"{w} ({n})" for w, n in m["top_words"][:5]) or "—"] for system, m in systems.items()]
+    base, adapted = systems.get("baseline"), systems.get("adapted")
+    if not (base and adapted):
+        return rows, None
+    rise = adapted["clips_with_words"] - base["clips_with_words"]
+    return rows, (f"Regression: {rise} more clips with words than the baseline." if rise > 0
+                  else "Adapted: no more clips with words than the baseline.")
+
+
+def _nonspeech(payload: dict[str, Any]) -> list[str]:
+    rows, verdict_text = nonspeech_rows(payload)
+    if not rows:
+        return []
+    lines = ["", "## No speech in: words out", "", NONSPEECH_NOTE, "", *table(NONSPEECH_HEADER, rows)]
+    if verdict_text:
+        lines += ["", f"**{verdict_text}**" if verdict_text.startswith("Regression") else verdict_text]
+    return lines
+
+
 def _hallucinations(payload: dict[str, Any]) -> list[str]:
     rows = []
     for ref in sets_of(payload):
@@ -259,6 +288,7 @@ def markdown(payload: dict[str, Any]) -> str:
         *_results(payload),
         *_comparisons(payload),
         *_forgetting(payload),
+        *_nonspeech(payload),
         *_interpolation(payload),
         *_hallucinations(payload),
         *_per_term(payload),

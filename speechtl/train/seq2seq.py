@@ -148,7 +148,7 @@ def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, lon
         raise ValueError(f"{where}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
     ids, texts = [u.id for u in utts], [u.text for u in utts]
     try:
-        return utts, asr.token_sequences(texts, lang, ids=ids, task=task), []
+        return utts, asr.token_sequences(texts, lang, ids=ids, task=task, empty_ok=_nonspeech(utts)), []
     except LabelTooLong as exc:
         if long_labels != "skip":
             raise ValueError(f"{where}: {exc} (TrainConfig.long_labels='skip' leaves them out)") from exc
@@ -160,4 +160,10 @@ def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, lon
     log.warning("%s: %d utterance(s) left out for labels over %d tokens", where, len(skipped), asr.max_label_tokens)
     if not kept:
         raise ValueError(f"{where}: every utterance has a label over max_label_tokens={asr.max_label_tokens}")
-    return kept, asr.token_sequences([u.text for u in kept], lang, ids=[u.id for u in kept], task=task), skipped
+    return kept, asr.token_sequences([u.text for u in kept], lang, ids=[u.id for u in kept], task=task,
+                                     empty_ok=_nonspeech(kept)), skipped
+
+
+def _nonspeech(utts: list[Utterance]) -> list[bool]:
+    """Which utterances are clips without speech (speechtl.data.nonspeech): their target is empty."""
+    return [bool(u.extra.get("nonspeech")) for u in utts]

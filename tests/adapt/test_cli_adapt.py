@@ -42,6 +42,7 @@ def setup(tmp_path_factory):
         # random weights decode to garbage whose length differs between runtimes: parity is checked in test_export
         "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32", "parity_margin_points": 1e6,
                    "check_unpadded": True},
+        "nonspeech": {"train_clips": 3, "test_clips": 4, "min_s": 0.5, "max_s": 1.0},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -76,6 +77,14 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert set(report["evaluations"]) == systems
     assert "## Weight interpolation (WiSE-FT): alpha chosen on dev" in (run / "report.md").read_text()
     assert report["relations"]["corpus/test"]["speech"] == "real"
+    # clips without speech: their empty target in training, their own held-out set scored for every system
+    train_utts = read_manifest(run / "data/train.jsonl")
+    assert sum(1 for u in train_utts if u.extra.get("nonspeech") and u.text == "") == 3
+    ns = report["nonspeech"]
+    assert set(ns["systems"]) == {"baseline", "adapted"} and ns["systems"]["adapted"]["num_clips"] == 4
+    assert (run / "eval/adapted/nonspeech-test/hypotheses.jsonl").is_file()
+    assert "## No speech in: words out" in (run / "report.md").read_text()
+    assert "No speech in: words out</h2><p" in (run / "report.html").read_text()
     base = report["evaluations"]["baseline"]["corpus/test"]
     assert base["num_utts"] == len(read_manifest(run / "data/corpus/test.jsonl"))
     assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
@@ -98,7 +107,7 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert hits and hits[1] == hits[2] != "0"  # the unadapted model's transcripts are read back, not decoded
     report = json.loads((run / "report.json").read_text())
     assert report["train"]["steps"] == 2
-    sample = read_manifest(run / "data/train.jsonl")
+    sample = [u for u in read_manifest(run / "data/train.jsonl") if not u.extra.get("nonspeech")]
     assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
 
 

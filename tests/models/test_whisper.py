@@ -268,6 +268,13 @@ def test_hidden_spec_augment_masks_speech_positions_and_a_share_of_channels():
         assert rows.max() < 100 and len(rows) <= 40
 
 
+def test_an_empty_target_only_where_allowed(asr):
+    seqs = asr.token_sequences(["hola", ""], "es", ids=["a", "b"], empty_ok=[False, True])
+    assert seqs[1] == asr.prefix_tokens("es") + [asr.eot_id] and len(seqs[0]) > len(seqs[1])
+    with pytest.raises(ValueError, match="id=b: field 'text' is empty"):
+        asr.token_sequences(["hola", ""], "es", ids=["a", "b"])
+
+
 def test_collator_builds_batches_from_audio_and_rows(asr):
     tokens = asr.token_sequences(["hola", "buenos días"], "es")
     examples = [{"index": i, "input": tone(400 + 100 * i), "tokens": t, "epoch": 0} for i, t in enumerate(tokens)]
