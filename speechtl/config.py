@@ -101,7 +101,7 @@ class EvalConfig:
     prompt_with_terms: bool = False  # also score the baseline prompted with the term list
     batch_size: int = 8  # decoding batch size
     num_beams: int = 1  # 1 = greedy
-    decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.decode_cache)
+    decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.cached_decodes)
     max_wer: float | None = 1.0  # a WER above this, or no word output on a whole set, fails the run (a broken
     # model or cache, not a result); null = no check (e.g. a random test model)
 

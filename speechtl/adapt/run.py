@@ -26,7 +26,7 @@ from speechtl.adapt.data import RunData, prepare_data
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest
 from speechtl.evaluate.decode import evaluate_manifest
-from speechtl.evaluate.decode_cache import DecodeCache, weights_key
+from speechtl.evaluate.cached_decodes import DecodeCache, weights_key
 from speechtl.evaluate.nonspeech import evaluate_nonspeech
 from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
 from speechtl.export.parity import ExportParityError, export

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from speechtl.cache import cache_root
+from speechtl.data.synth.espeak import executable
 from speechtl.fsio import atomic_file, atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ def engine_version(engine: str) -> str:
         except importlib.metadata.PackageNotFoundError:
             parts[name] = None
     try:  # both engines phonemize or speak through espeak-ng
-        from speechtl.data.synth.espeak import executable
-
         parts["espeak-ng"] = subprocess.run([executable(), "--version"], capture_output=True, text=True,
                                             check=False, timeout=30).stdout.strip()
     except Exception as exc:  # no espeak-ng: synthesis itself will say so

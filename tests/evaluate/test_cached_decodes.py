@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from speechtl.data.manifest import Utterance
-from speechtl.evaluate.decode_cache import DecodeCache, read_store, weights_key
+from speechtl.evaluate.cached_decodes import DecodeCache, read_store, weights_key
 
 
 class Counting:
