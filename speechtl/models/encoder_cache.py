@@ -13,8 +13,13 @@ modification time; an edited audio file gets a new key and its row is
 recomputed, the old one is never read again.
 
 The directory holds shards, each a ``NAME.f16`` memmap plus ``NAME.json``
-(the keys of its rows, in order). A shard's json is written last and
-atomically, so a crashed build leaves no half-valid shard. Several processes
+(the keys of its rows, in order, and a blake2b digest of each row's bytes).
+A shard's json is written last and atomically, so a crashed build leaves no
+half-valid shard. Each row is checked against its digest the first time a
+process asks for it; a row that fails (a zero-filled or edited file of the
+right size) is never read: it counts as missing, is rebuilt into a new
+shard, and a warning names it. Shards written before digests existed are
+read unchecked (one warning per shard). Several processes
 (``accelerate launch``) each build a disjoint share of the missing rows into
 their own shard; no central index is ever rewritten.
 """
@@ -53,6 +58,11 @@ def utterance_key(utt: Utterance) -> str:
         raise FileNotFoundError(f"id={utt.id}: field 'audio_filepath' {path} cannot be read ({exc.strerror})") from exc
     raw = f"{utt.id}\n{path}\n{st.st_size}\n{st.st_mtime_ns}"
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+def row_digest(row: np.ndarray) -> str:
+    """blake2b (16 bytes) of a row's bytes."""
+    return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).hexdigest()
 
 
 def model_key(tensors: Sequence[tuple[str, Any]], settings: dict[str, Any]) -> str:
@@ -112,6 +122,9 @@ class EncoderCache:
         self.key = key
         self.row_shape = (int(row_shape[0]), int(row_shape[1]))
         self._maps: dict[str, np.memmap] = {}
+        self._digests: dict[str, list[str] | None] = {}  # shard -> row digests (None: a shard without them)
+        self._checked: set[tuple[str, int]] = set()  # rows whose digest matched in this process
+        self._bad: set[tuple[str, int]] = set()  # rows whose digest did not: never read
 
     def _index(self) -> dict[str, tuple[str, int]]:
         index: dict[str, tuple[str, int]] = {}
@@ -128,14 +141,45 @@ class EncoderCache:
             if tuple(meta["row_shape"]) != self.row_shape or not data.is_file() or data.stat().st_size != expected:
                 log.warning("encoder cache: ignoring shard %s (shape or size does not match)", data)
                 continue
+            digests = meta.get("digests")
+            if digests is None and meta_path.stem not in self._digests:
+                log.warning("encoder cache: shard %s has no row digests (written by an older speechtl); read "
+                            "unchecked", data)
+            self._digests[meta_path.stem] = digests
             for row, utt_key in enumerate(meta["keys"]):
-                index[utt_key] = (meta_path.stem, row)
+                if (meta_path.stem, row) not in self._bad:
+                    index[utt_key] = (meta_path.stem, row)
         return index
 
+    def _memmap(self, shard: str) -> np.memmap:
+        if shard not in self._maps:
+            path = self.dir / f"{shard}.f16"
+            n = path.stat().st_size // (2 * self.row_shape[0] * self.row_shape[1])
+            self._maps[shard] = np.memmap(path, dtype=np.float16, mode="r", shape=(n, *self.row_shape))
+        return self._maps[shard]
+
+    def _row_ok(self, utt: Utterance, shard: str, row: int) -> bool:
+        """Whether the row matches its digest (checked once per process)."""
+        if (shard, row) in self._checked:
+            return True
+        digests = self._digests.get(shard)
+        if digests is not None and row_digest(self._memmap(shard)[row]) != digests[row]:
+            log.warning("encoder cache: row %d of shard %s (id=%s) does not match its digest; it is rebuilt, "
+                        "never read", row, self.dir / f"{shard}.f16", utt.id)
+            self._bad.add((shard, row))
+            return False
+        self._checked.add((shard, row))
+        return True
+
     def missing(self, utts: Sequence[Utterance]) -> list[int]:
-        """Positions in ``utts`` with no valid row."""
+        """Positions in ``utts`` with no valid row (a row failing its digest is not valid)."""
         index = self._index()
-        return [i for i, u in enumerate(utts) if utterance_key(u) not in index]
+        out = []
+        for i, utt in enumerate(utts):
+            found = index.get(utterance_key(utt))
+            if found is None or not self._row_ok(utt, *found):
+                out.append(i)
+        return out
 
     def build(self, utts: Sequence[Utterance], compute: Callable[[list[Utterance]], np.ndarray], *,
               batch_size: int, tag: str, progress: Callable[[int, int], None] | None = None) -> float:
@@ -175,9 +219,15 @@ class EncoderCache:
             raise
         del out
         os.replace(tmp, self.dir / f"{name}.f16")
+        rows = np.memmap(self.dir / f"{name}.f16", dtype=np.float16, mode="r", shape=(len(utts), *self.row_shape))
+        digests = [row_digest(rows[i]) for i in range(len(utts))]  # of the bytes as written, read back
+        del rows
         meta = {"format": CACHE_FORMAT, "row_shape": list(self.row_shape), "keys": keys,
-                "ids": [u.id for u in utts]}
+                "ids": [u.id for u in utts], "digests": digests}
         atomic_write_text(self.dir / f"{name}.json", json.dumps(meta))
+        self._maps.pop(name, None)  # a shard of the same name (the same rows, rebuilt) was replaced
+        self._bad = {b for b in self._bad if b[0] != name}
+        self._checked = {c for c in self._checked if c[0] != name}
         seconds = time.perf_counter() - start
         log.info("encoder cache: %d rows in %.1f s (%.2f utterances/s) -> %s", len(utts), seconds,
                  len(utts) / max(seconds, 1e-9), self.dir / f"{name}.f16")
@@ -192,11 +242,9 @@ class EncoderCache:
             if found is None:
                 raise KeyError(f"id={utt.id}: no encoder cache row in {self.dir}")
             shard, row = found
-            if shard not in self._maps:
-                path = self.dir / f"{shard}.f16"
-                n = path.stat().st_size // (2 * self.row_shape[0] * self.row_shape[1])
-                self._maps[shard] = np.memmap(path, dtype=np.float16, mode="r", shape=(n, *self.row_shape))
-            entries.append((self._maps[shard], row))
+            if not self._row_ok(utt, shard, row):
+                raise KeyError(f"id={utt.id}: its encoder cache row in {self.dir} failed its digest")
+            entries.append((self._memmap(shard), row))
         return CachedRows(entries, self.row_shape)
 
     def ensure(self, utts: Sequence[Utterance], compute: Callable[[list[Utterance]], np.ndarray], *,

@@ -162,6 +162,21 @@ def test_encoder_cache_hits_and_invalidation(tiny, corpus, tmp_path):
     assert stats.built == 4
 
 
+def test_a_zero_filled_cache_shard_is_rebuilt_never_read(tiny, corpus, tmp_path, caplog):
+    asr = WhisperASR.load(tiny)
+    utts = read_manifest(corpus["train"])[:3]
+    stage, root = num_encoder_stages(asr.model), tmp_path / "cache"
+    rows, _ = cache_whisper_encoder(asr, utts, stage, root, precision="no")
+    good = rows.rows(range(3)).copy()
+    shard = next(root.rglob("*.f16"))
+    shard.write_bytes(bytes(shard.stat().st_size))  # zero-filled at its own size: passes any size check
+    with caplog.at_level(logging.WARNING):
+        again, stats = cache_whisper_encoder(asr, utts, stage, root, precision="no")
+    assert (stats.hits, stats.built) == (0, 3)
+    assert "does not match its digest" in caplog.text and utts[0].id in caplog.text
+    np.testing.assert_array_equal(again.rows(range(3)), good)  # the rebuilt rows, not the zeros
+
+
 # ------------------------------------------------------------------ strategies
 
 
