@@ -163,14 +163,15 @@ class NonspeechConfig:
     """Audio without speech (speechtl.data.nonspeech): its empty target in training, its own test set."""
 
     train_clips: int = 0  # clips mixed into the train manifest (about that share of every batch); 0 = none
+    dev_clips: int = 24  # clips (other seeds) whose share with words joins the dev WERs alpha is chosen on
     test_clips: int = 48  # held-out clips (other seeds) every run decodes: share of clips with any word; 0 = none
     kinds: tuple[str, ...] = ()  # which kinds (default: all of speechtl.data.nonspeech.KINDS)
     min_s: float = 1.0  # clip length range, seconds
     max_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.train_clips < 0 or self.test_clips < 0:
-            raise ConfigError("nonspeech: train_clips and test_clips must be >= 0")
+        if min(self.train_clips, self.dev_clips, self.test_clips) < 0:
+            raise ConfigError("nonspeech: train_clips, dev_clips and test_clips must be >= 0")
         if not 0 < self.min_s <= self.max_s <= 30:
             raise ConfigError(f"nonspeech: need 0 < min_s <= max_s <= 30, got {self.min_s}, {self.max_s}")
         unknown = sorted(set(self.kinds) - set(NONSPEECH_KINDS))

@@ -45,6 +45,7 @@ class RunData:
     sets: dict[str, Path]  # "<source>/<split>" -> manifest: the primary set, the other test sets, forgetting
     dev_sets: dict[str, Path]  # "<source>/dev" -> manifest: every dev split the run uses (alpha choice)
     nonspeech_test: Path | None = None  # held-out clips without speech (no reference: scored by words output)
+    nonspeech_dev: Path | None = None  # more of them (other seeds), for the alpha choice
 
 
 def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData:
@@ -57,7 +58,7 @@ def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData
     heldout.drop_train_sentences(recipe, prepared, train, notify)
     dev = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
     data = RunData(prepared, train, dev, _eval_sets(recipe, prepared), _dev_sets(recipe, prepared),
-                   nonspeech.get("test"))
+                   nonspeech.get("test"), nonspeech.get("dev"))
     heldout.check_disjoint(train, {**data.sets, **data.dev_sets})
     return data
 
@@ -188,11 +189,12 @@ def _synth_items(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, noti
 
 
 def _nonspeech(recipe: RecipeConfig, out_dir: Path, notify: Notify) -> dict[str, Path]:
-    """The no-speech train and test manifests (clips of disjoint seeds, 16 kHz mono as made, empty texts)."""
+    """The no-speech train, dev and test manifests (clips of distinct seeds, 16 kHz mono as made, empty texts)."""
     config = recipe.nonspeech
     kinds = config.kinds or NONSPEECH_KINDS
     out: dict[str, Path] = {}
     for split_name, count, seed in (("train", config.train_clips, recipe.seed),
+                                    ("dev", config.dev_clips, recipe.seed + 7907),
                                     ("test", config.test_clips, recipe.seed + 7919)):
         if not count:
             continue

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 Notify = Callable[[str], None]
 NONSPEECH_SET = "nonspeech/test"  # how the no-speech test set is named in the run's files and report
+NONSPEECH_DEV = "nonspeech/dev"  # ... and its dev set, one of the sets alpha is chosen on
 
 
 class Run:
@@ -287,7 +288,9 @@ class Run:
         When alpha < 1 the trained checkpoint itself is also scored, as system "fine-tuned", on the primary and
         forgetting-check sets: the report's trade-off between domain and unseen-speaker WER.
         """
-        recipe, dev_sets = self.recipe, self.data.dev_sets
+        recipe, dev_sets = self.recipe, dict(self.data.dev_sets)
+        if self.data.nonspeech_dev is not None:  # its error rate: the share of clips with any word
+            dev_sets[NONSPEECH_DEV] = self.data.nonspeech_dev
         interpolator = Interpolator(self.model.hf_dir, result.best_dir)
         target = self._transcriber(interpolator.asr)  # the frozen prefix is the same at every alpha
 
@@ -295,6 +298,10 @@ class Run:
             interpolator.at(alpha)
             out_dir = self.run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
             decoder = self._decode_cache(target, interpolator.asr) if alpha == 0 else target
+            if ref == NONSPEECH_DEV:
+                return evaluate_nonspeech(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
+                                          batch_size=recipe.eval.batch_size,
+                                          model_name=f"alpha {alpha}")["share_with_words"]
             return evaluate_manifest(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
                                      batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")["wer"]
 

@@ -127,7 +127,8 @@ def interpolation_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[st
     choice = payload.get("interpolation")
     if not choice:
         return [], []
-    header = ["alpha", *choice["dev_sets"], "mean dev WER", ""]
+    header = ["alpha", *(f"{ref} (clips with words)" if ref.startswith("nonspeech/") else ref
+                         for ref in choice["dev_sets"]), "mean dev WER", ""]
     rows = [[f"{c['alpha']:.2f}", *(pct(c["dev_wer"][ref]) for ref in choice["dev_sets"]), pct(c["mean_dev_wer"]),
              "**kept**" if c["alpha"] == choice["alpha"] else ""] for c in choice["candidates"]]
     return header, rows

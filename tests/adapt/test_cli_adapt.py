@@ -42,7 +42,7 @@ def setup(tmp_path_factory):
         # random weights decode to garbage whose length differs between runtimes: parity is checked in test_export
         "export": {"formats": ["hf", "ct2"], "ct2_quantization": "float32", "parity_margin_points": 1e6,
                    "check_unpadded": True},
-        "nonspeech": {"train_clips": 3, "test_clips": 4, "min_s": 0.5, "max_s": 1.0},
+        "nonspeech": {"train_clips": 3, "dev_clips": 2, "test_clips": 4, "min_s": 0.5, "max_s": 1.0},
     }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -69,8 +69,9 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     # WiSE-FT: alpha chosen on the dev split only (no test set decoded under interpolate/); the kept model is
     # what the adapted evaluation and the exports used
     choice = report["interpolation"]
-    assert choice["dev_sets"] == ["corpus/dev"] and len(choice["candidates"]) == 5
-    assert {p.name for p in (run / "interpolate").glob("alpha-*/*")} == {"corpus_dev"}
+    assert choice["dev_sets"] == ["corpus/dev", "nonspeech/dev"] and len(choice["candidates"]) == 5
+    assert {p.name for p in (run / "interpolate").glob("alpha-*/*")} == {"corpus_dev", "nonspeech_dev"}
+    assert all(0 <= c["dev_wer"]["nonspeech/dev"] <= 1 for c in choice["candidates"])  # a share of 2 clips
     assert report["adapted_dir"] == str(run / "checkpoints/interpolated") == choice["model_dir"]
     assert report["evaluations"]["adapted"]["corpus/test"]["model"] == report["adapted_dir"]
     systems = {"baseline", "adapted"} | ({"fine-tuned"} if choice["alpha"] < 1 else set())
