@@ -320,6 +320,24 @@ def _frame_energies(samples: np.ndarray, frame: int) -> np.ndarray:
     return energies
 
 
+def window_bounds(samples: np.ndarray, sample_rate: int, max_s: float = 30.0,
+                  search_s: float = 6.0) -> list[tuple[int, int]]:
+    """Cut long audio into windows of at most ``max_s``, each cut at the quietest 20 ms within ``search_s``
+    before the limit (a pause between words, where there is one): ``[(start, stop), ...]`` in samples."""
+    limit, frame = int(max_s * sample_rate), max(1, sample_rate // 50)
+    if limit <= 0 or not 0 < search_s < max_s:
+        raise ValueError(f"window_bounds: need max_s > 0 and 0 < search_s < max_s, got {max_s}, {search_s}")
+    bounds, start = [], 0
+    while len(samples) - start > limit:
+        lo = start + limit - int(search_s * sample_rate)
+        energies = _frame_energies(np.asarray(samples[lo:start + limit], dtype=np.float32), frame)
+        cut = lo + int(np.argmin(energies[:-1] if len(energies) > 1 else energies)) * frame + frame // 2
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, len(samples)))
+    return bounds
+
+
 def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float, margin_s: float) -> np.ndarray:
     """Cut leading and trailing silence, keeping ``margin_s`` on each side.
 

@@ -28,6 +28,7 @@ from speechtl.export.parity import export
 from speechtl.fsio import atomic_write_text
 from speechtl.models.registry import resolve
 from speechtl.report.compare import compare, markdown_table
+from speechtl.runtimes import load_runtime
 from speechtl.runtimes.transformers import Transformers
 from speechtl.serve.app import serve
 
@@ -201,15 +202,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    asr = _load_asr(args.model, args.lang)
+    """Audio of any length: one line per file, then (long audio, or --timestamps) a line per segment."""
+    model_dir = Path(args.model)
+    runtime = (load_runtime(model_dir, lang=args.lang, compute_type=args.compute_type) if model_dir.is_dir()
+               and (model_dir / "model.bin").is_file() else _load_asr(args.model, args.lang))
     config = AudioConfig(trim=False, min_duration_s=0.0, segmentation=True)
-    audios = []
     for path in args.audio:
         samples, rate = decode(path)
-        audios.append(process(samples, rate, config))
-    for path, text in zip(args.audio, asr.transcribe(audios, args.lang, prompt=args.prompt), strict=True):
-        print(f"{path}\t{text}")
+        result = runtime.transcript(process(samples, rate, config), language=args.lang, prompt=args.prompt)
+        print(f"{path}\t{result.text.strip()}")
+        if args.timestamps or len(result.segments) > 1:
+            for seg in result.segments:
+                print(f"  [{_clock(seg.start)} -> {_clock(seg.end)}]\t{seg.text.strip()}")
     return 0
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(max(seconds, 0.0), 60)
+    return f"{int(minutes):02d}:{rest:05.2f}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -312,11 +322,13 @@ def _add_compare_command(sub: Any) -> None:
 
 
 def _add_transcribe_command(sub: Any) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p = sub.add_parser("transcribe", help="transcribe audio files of any length (timestamps per segment)")
     p.add_argument("--model", required=True)
     p.add_argument("audio", nargs="+")
     p.add_argument("--lang", default="es")
     p.add_argument("--prompt")
+    p.add_argument("--timestamps", action="store_true", help="a line per segment even for short audio")
+    p.add_argument("--compute-type", default="int8", help="CTranslate2 model: runtime type (int8, float32, ...)")
     p.set_defaults(func=cmd_transcribe)
 
 

@@ -543,3 +543,25 @@ def test_audio_rejected_attributes_and_pickle():
                                                  "too_long: duration 41.2 s > max 30.0 s")
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.reason, copy.detail) == (err.reason, err.detail)
+
+
+def test_window_bounds_cut_long_audio_in_its_pauses():
+    rate = 16000
+    rng = np.random.default_rng(0)
+    parts, pauses = [], []
+    pos = 0
+    for _ in range(12):  # 12 bursts of 4-6 s "speech" with 0.5-s pauses: about 65 s
+        n = int(rng.uniform(4, 6) * rate)
+        parts.append(rng.standard_normal(n).astype(np.float32) * 0.1)
+        pos += n
+        parts.append(np.zeros(rate // 2, np.float32))
+        pauses.append((pos, pos + rate // 2))
+        pos += rate // 2
+    x = np.concatenate(parts)
+    bounds = audio.window_bounds(x, rate, 30.0)
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(x) and len(bounds) == 3
+    assert all(hi - lo <= 30 * rate for lo, hi in bounds)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    for _, cut in bounds[:-1]:  # every cut falls inside a pause, never in a burst
+        assert any(lo <= cut <= hi for lo, hi in pauses), cut
+    assert audio.window_bounds(x[: 10 * rate], rate, 30.0) == [(0, 10 * rate)]

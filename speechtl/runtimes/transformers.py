@@ -13,13 +13,13 @@ CTC model reports the language it was loaded for and takes no prompt. The model 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from speechtl.audio import window_bounds
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.models.whisper import WhisperASR
 from speechtl.runtimes.transcript import (
@@ -86,7 +86,8 @@ class Transformers:
 
     def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                    temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:
-        """One request: a segment per window of at most 30 s, for 16 kHz mono ``audio``."""
+        """One request: a segment per window of at most 30 s (cut at the quietest point before the limit), for
+        16 kHz mono ``audio`` of any length."""
         if word_timestamps:
             raise RequestError("word timestamps are not available for this model", "timestamp_granularities[]")
         if prompt and not self.supports_prompt:
@@ -95,9 +96,7 @@ class Transformers:
         duration_s = len(audio) / SAMPLE_RATE
         if len(audio) < MIN_SAMPLES:
             audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))
-        count = max(1, math.ceil(len(audio) / (WINDOW_S * SAMPLE_RATE)))
-        size = math.ceil(len(audio) / count)
-        bounds = [(lo, min(lo + size, len(audio))) for lo in range(0, len(audio), size)]
+        bounds = window_bounds(audio, SAMPLE_RATE, WINDOW_S)  # long audio: cut in pauses, at most 30 s each
         chunks = [audio[lo:hi] for lo, hi in bounds]
         language = self._language(language, chunks[0])
         texts = self.asr.transcribe(chunks, language, prompt=prompt or None, batch_size=self.batch_size)

@@ -4,7 +4,9 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 
 pytest.importorskip("torch")
@@ -152,6 +154,21 @@ def test_eval_and_transcribe(setup, tmp_path, capsys):
     assert main(["transcribe", "--model", str(setup["model"]), *map(str, wavs[:2])]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(w) for w in wavs[:2]]
+
+    # long audio: the clips joined with pauses into 75 s, transcribed whole, a timestamped line per window
+    clips = [sf.read(w, dtype="float32")[0] for w in sorted(setup["corpus"].rglob("*.wav"))]
+    joined, pause = [], np.zeros(8000, np.float32)
+    while sum(len(c) for c in joined) < 75 * 16000:
+        joined += [clips[len(joined) // 2 % len(clips)], pause]
+    long_wav = tmp_path / "long.wav"
+    sf.write(long_wav, np.concatenate(joined), 16000)
+    assert main(["transcribe", "--model", str(setup["model"]), str(long_wav)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    spans = [re.match(r"  \[(\d+):([\d.]+) -> (\d+):([\d.]+)\]", line) for line in lines[1:]]
+    assert lines[0].startswith(str(long_wav)) and len(spans) == 3 and all(spans)
+    ends = [60 * int(m[3]) + float(m[4]) for m in spans]
+    starts = [60 * int(m[1]) + float(m[2]) for m in spans]
+    assert starts[0] == 0 and all(e - s <= 30 for s, e in zip(starts, ends)) and ends[-1] >= 75
 
 
 def test_an_absurd_wer_fails_the_run(setup, capsys):
