@@ -331,7 +331,9 @@ def window_bounds(samples: np.ndarray, sample_rate: int, max_s: float = 30.0,
     while len(samples) - start > limit:
         lo = start + limit - int(search_s * sample_rate)
         energies = _frame_energies(np.asarray(samples[lo:start + limit], dtype=np.float32), frame)
-        cut = lo + int(np.argmin(energies[:-1] if len(energies) > 1 else energies)) * frame + frame // 2
+        energies = energies[:-1] if len(energies) > 1 else energies  # whole frames only
+        quietest = len(energies) - 1 - int(np.argmin(energies[::-1]))  # of equals, the latest: longer windows
+        cut = lo + quietest * frame + frame // 2
         bounds.append((start, cut))
         start = cut
     bounds.append((start, len(samples)))

@@ -57,9 +57,10 @@ def _usage(fmt: str) -> list[str]:
                 "from speechtl.models.ct2.whisper import pad_to_window", "",
                 'model = WhisperModel("PATH/TO/THIS/DIR", device="cpu", compute_type="int8")',
                 'segments, info = model.transcribe(pad_to_window(decode_audio("call.wav")), language="es")', "```",
-                "", "Pad the audio with silence to whole 30-s windows (`pad_to_window`, or `numpy.pad` to a "
-                "multiple of 480,000 samples): faster-whisper pads its log-mel with zeros, the fine-tuned model "
-                "was trained on padded audio; the parity section gives both figures.", "",
+                "", "Pad a clip shorter than 30 s with silence to one 30-s window (`pad_to_window`, or `numpy.pad` "
+                "to 480,000 samples): faster-whisper pads its log-mel with zeros, the fine-tuned model was trained "
+                "on padded audio. Longer audio goes in as it is (padding it adds silence where the model writes "
+                "words).", "",
                 "Serve it as an OpenAI-compatible endpoint (it pads): `speechtl serve --model PATH/TO/THIS/DIR`."]
     if fmt == "onnx":
         return ["`model.onnx` maps audio features to per-frame log-probabilities over `vocab.json`; "

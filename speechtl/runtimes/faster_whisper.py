@@ -7,8 +7,8 @@ conditioning on earlier text), and :meth:`FasterWhisper.transcript` answers one 
 no_speech_prob, temperature), word timestamps, OpenAI's temperature rule (0 = fall back through 0.0,
 0.2, ... 1.0; otherwise that one temperature) and language detection when no language is given.
 
-Audio is padded to whole 30-s windows (:func:`speechtl.models.ct2.whisper.pad_to_window`): the features
-the model was trained on.
+Audio shorter than a 30-s window is padded to one (:func:`speechtl.models.ct2.whisper.pad_to_window`):
+the features the model was trained on; longer audio is decoded as it is, window after window.
 """
 
 from __future__ import annotations

@@ -325,7 +325,7 @@ class _FakeAsr:
         return [f"window {i}" for i in range(len(audios))]
 
 
-def test_transformers_backend_cuts_30s_windows_into_segments():
+def test_transformers_backend_cuts_long_audio_into_30s_windows():
     asr = _FakeAsr()
     backend = Transformers(asr, "ctc", language="es")
     result = backend.transcript(np.zeros(65 * 16000, np.float32))
@@ -333,7 +333,7 @@ def test_transformers_backend_cuts_30s_windows_into_segments():
     assert [s.text for s in result.segments] == [" window 0", " window 1", " window 2"]
     assert result.text == "window 0 window 1 window 2" and result.language == "es"
     assert result.segments[0].start == 0.0 and result.segments[-1].end == pytest.approx(65.0)
-    assert result.segments[1].start == pytest.approx(65 / 3, abs=1e-3) == result.segments[0].end
+    assert result.segments[1].start == result.segments[0].end > 29.9  # silence throughout: cut near the limit
     with pytest.raises(RequestError):
         backend.transcript(np.zeros(16000, np.float32), prompt="not for CTC")
     with pytest.raises(RequestError):
