@@ -102,6 +102,7 @@ class EvalConfig:
     batch_size: int = 8  # decoding batch size
     num_beams: int = 1  # 1 = greedy
     decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.cached_decodes)
+    longform: bool = True  # Whisper: also score the primary set joined into 1-3 min recordings, decoded whole
     max_wer: float | None = 1.0  # a WER above this, or no word output on a whole set, fails the run (a broken
     # model or cache, not a result); null = no check (e.g. a random test model)
 

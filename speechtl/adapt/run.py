@@ -24,8 +24,9 @@ from speechtl.adapt import heldout
 from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.adapt.data import RunData, prepare_data
 from speechtl.config import RecipeConfig
-from speechtl.data.manifest import read_manifest
+from speechtl.data.manifest import read_manifest, write_jsonl
 from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.longform import LongForm, join_utterances
 from speechtl.evaluate.cached_decodes import DecodeCache, weights_key
 from speechtl.evaluate.nonspeech import evaluate_nonspeech
 from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
@@ -63,6 +64,7 @@ class Run:
         self.timings: dict[str, float] = {}
         self.evaluations: dict[str, Any] = {}
         self.nonspeech: dict[str, Any] = {}  # system -> evaluate_nonspeech metrics on data.nonspeech_test
+        self.longform: dict[str, Any] = {}  # system -> long-form against clip-by-clip WER of the primary set
         self.data: RunData
         self.model: Any = None
         self.route = ""
@@ -114,6 +116,7 @@ class Run:
         replays = heldout.verify_sources(self.recipe, baseline, self.data.sets, self.normalizer, self.notify)
         self.evaluations["baseline"] = self._evaluate_all(baseline, "baseline", self.data.sets, self.recipe.model,
                                                           replays=replays)
+        self._evaluate_longform(base_asr, "baseline", self.recipe.model)
         if self.recipe.eval.prompt_with_terms and self.terms:
             # zero-shot row: what Whisper's text prompt alone buys. The term list is domain specific, so only the
             # primary set is decoded again (the report copes with a system that lacks the other sets).
@@ -161,8 +164,10 @@ class Run:
         if result.route == "ctc":
             decoding = self._evaluate_ctc(result)
         else:
-            adapted = self._transcriber(WhisperASR.load(adapted_dir))
+            adapted_asr = WhisperASR.load(adapted_dir)
+            adapted = self._transcriber(adapted_asr)
             self.evaluations["adapted"] = self._evaluate_all(adapted, "adapted", self.data.sets, str(adapted_dir))
+            self._evaluate_longform(adapted_asr, "adapted", str(adapted_dir))
         self._timed("adapted_eval_s", t)
         return adapted_dir, interpolation, decoding
 
@@ -185,6 +190,7 @@ class Run:
             "relations": heldout.relations(self.data.train, self.data.sets),
             "nonspeech": {"manifest": str(self.data.nonspeech_test), "systems": self.nonspeech} if self.nonspeech
             else None,
+            "longform": self.longform or None,
         }
         # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
         payload = enrich(payload, self.run_dir, seed=self.recipe.seed)
@@ -245,6 +251,26 @@ class Run:
         if prompt is None and self.data.nonspeech_test is not None and system != "fine-tuned":
             self._evaluate_nonspeech(asr, system, model_name)
         return results
+
+    def _evaluate_longform(self, asr: Any, system: str, model_name: str) -> None:
+        """The primary set joined into 1-3 min recordings (the same for every system), each decoded whole."""
+        ref = self.recipe.eval.primary
+        if not self.recipe.eval.longform:
+            return
+        manifest = self.run_dir / "data" / "longform" / f"{ref.replace('/', '-')}.jsonl"
+        if not manifest.is_file() or "baseline" not in self.longform:  # built afresh by each run's baseline
+            recordings = join_utterances(read_manifest(self.data.sets[ref]), manifest.parent / "audio",
+                                         seed=self.recipe.seed)
+            write_jsonl(manifest, recordings)
+        m = evaluate_manifest(LongForm(asr), manifest, eval_dir(self.run_dir, system, f"{ref}+longform"),
+                              lang=self.recipe.lang, normalizer=self.normalizer, batch_size=self.recipe.eval.batch_size,
+                              model_name=f"{model_name}, long-form")
+        clip = self.evaluations[system][ref]["wer"]
+        self.longform[system] = {"set": ref, "manifest": str(manifest), "recordings": m["num_utts"],
+                                 "minutes": round(m["audio_duration_s"] / 60, 1), "wer": m["wer"],
+                                 "wer_ci95": m["wer_ci95"], "clip_wer": clip}
+        self.notify(f"eval {system:<16} {ref + ' long-form':<20} WER {m['wer']:.1%} over {m['num_utts']} recordings "
+                    f"({m['audio_duration_s'] / 60:.1f} min; clip by clip {clip:.1%})")
 
     def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str) -> None:
         """The held-out clips without speech: how many get words (each one a reply to nobody)."""

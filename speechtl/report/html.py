@@ -17,6 +17,7 @@ from typing import Any
 from speechtl.report.data import comparison, set_label, sets_of, systems_of
 from speechtl.report.markdown import (
     COMPARISONS_HEADER,
+    LONGFORM_HEADER,
     NONSPEECH_HEADER,
     NONSPEECH_NOTE,
     RESULTS_HEADER,
@@ -24,6 +25,7 @@ from speechtl.report.markdown import (
     comparison_rows,
     diff_text,
     interpolation_rows,
+    longform_rows,
     nonspeech_rows,
     pct,
     results_rows,
@@ -212,6 +214,15 @@ def _nonspeech(payload: dict[str, Any]) -> str:
     return out
 
 
+def _longform(payload: dict[str, Any]) -> str:
+    rows = longform_rows(payload)
+    if not rows:
+        return '<p class="note">No long-form evaluation (eval.longform: false, or not the Whisper route).</p>'
+    return ('<p class="note">The primary set joined into 1-3 min recordings (seeded order, 0.7-s pauses), '
+            "decoded whole in windows of at most 30 s cut at the quietest point before each limit.</p>"
+            + _table(LONGFORM_HEADER, [[_e(c) for c in r] for r in rows]))
+
+
 def _header(payload: dict[str, Any]) -> str:
     train, norm, model = payload.get("train", {}), payload["normalizer"], payload["model"]
     synth = [ref for ref in sets_of(payload) if "synthetic speech" in set_label(payload, ref)]
@@ -236,6 +247,7 @@ def render_html(payload: dict[str, Any]) -> str:
         ("Is the gain real?", _comparisons(payload)),
         ("Forgetting check", _forgetting(payload)),
         ("No speech in: words out", _nonspeech(payload)),
+        ("Long recordings", _longform(payload)),
         ("Weight interpolation (WiSE-FT)", _interpolation(payload) + _figure(plots["tradeoff"], "")),
         ("Per speaker", _figure(plots["speakers"], "No per-speaker breakdown in the evaluations.")),
         ("Domain terms", _figure(plots["terms"], "No term list was scored (eval.terms).")),

@@ -210,6 +210,29 @@ def _nonspeech(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+LONGFORM_HEADER = ["system", "clip by clip", "long-form", "long − clips", "recordings"]
+
+
+def longform_rows(payload: dict[str, Any]) -> list[list[str]]:
+    """One row per system: the primary set's WER clip by clip and joined into long recordings decoded whole."""
+    rows = []
+    for system, lf in (payload.get("longform") or {}).items():
+        rows.append([system, pct(lf["clip_wer"]), f"{pct(lf['wer'])} {ci_text(lf.get('wer_ci95'))}",
+                     points(lf["wer"] - lf["clip_wer"]), f"{lf['recordings']} ({lf['minutes']} min)"])
+    return rows
+
+
+def _longform(payload: dict[str, Any]) -> list[str]:
+    rows = longform_rows(payload)
+    if not rows:
+        return []
+    ref = next(iter(payload["longform"].values()))["set"]
+    return ["", f"## Long recordings: {ref} joined into 1-3 min", "",
+            "The same utterances, in a seeded order with 0.7-s pauses, decoded whole: windows of at most 30 s cut "
+            "at the quietest point before each limit. The long-form CI is over recordings.", "",
+            *table(LONGFORM_HEADER, rows)]
+
+
 def _hallucinations(payload: dict[str, Any]) -> list[str]:
     rows = []
     for ref in sets_of(payload):
@@ -290,6 +313,7 @@ def markdown(payload: dict[str, Any]) -> str:
         *_comparisons(payload),
         *_forgetting(payload),
         *_nonspeech(payload),
+        *_longform(payload),
         *_interpolation(payload),
         *_hallucinations(payload),
         *_per_term(payload),

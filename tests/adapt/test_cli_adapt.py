@@ -88,6 +88,13 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert (run / "eval/adapted/nonspeech-test/hypotheses.jsonl").is_file()
     assert "## No speech in: words out" in (run / "report.md").read_text()
     assert "No speech in: words out</h2><p" in (run / "report.html").read_text()
+    # long recordings: the primary set joined and decoded whole, for both systems, next to clip by clip
+    lf = report["longform"]
+    assert set(lf) == {"baseline", "adapted"} and lf["adapted"]["set"] == "corpus/test"
+    joined = read_manifest(lf["adapted"]["manifest"])
+    assert sorted(i for r in joined for i in r.extra["joined_ids"]) == sorted(
+        u.id for u in read_manifest(run / "data/corpus/test.jsonl"))
+    assert "## Long recordings: corpus/test joined" in (run / "report.md").read_text()
     base = report["evaluations"]["baseline"]["corpus/test"]
     assert base["num_utts"] == len(read_manifest(run / "data/corpus/test.jsonl"))
     assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
