@@ -229,7 +229,7 @@ class Run:
         baseline and the interpolation's alpha 0)."""
         if not self.recipe.eval.decode_cache:
             return transcriber
-        settings = {"kind": type(transcriber).__name__,
+        settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None),
                     **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
         return DecodeCache(transcriber, weights_key(asr.model), settings)
 

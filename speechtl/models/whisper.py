@@ -126,6 +126,10 @@ def hidden_spec_augment(hidden: Any, seconds: Sequence[float | None], config: Sp
 # ------------------------------------------------------------------ encoder stages
 
 
+NO_SPEECH_THRESHOLD = 0.6  # OpenAI's and faster-whisper's defaults for the no-speech rule
+LOGPROB_THRESHOLD = -1.0
+
+
 def token_budget(duration_s: float | None, cap: int = 128) -> int:
     """Decoding limit for speech of ``duration_s``: generous for speech (10 tokens/s), short for loops."""
     if duration_s is None:
@@ -156,6 +160,16 @@ class WhisperASR:
             raise ValueError(f"max_label_tokens={max_label_tokens} must be in (4, {limit}] for this model")
         self.eot_id = int(self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
         self.sot_id = int(self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+        self.no_speech_id = self._token_id("<|nocaptions|>", "<|nospeech|>")  # None: no gate
+        self.no_speech_gate = self.no_speech_id is not None
+
+    def _token_id(self, *names: str) -> int | None:
+        """The first of ``names`` the tokenizer holds as a token of its own (not unknown, not end of text)."""
+        for name in names:
+            token = self.tokenizer.convert_tokens_to_ids(name)
+            if token is not None and token not in (self.tokenizer.unk_token_id, self.eot_id):
+                return int(token)
+        return None
 
     @classmethod
     def load(cls, model_dir: Path | str, device: Any = "cpu", dtype: Any = None, *,
@@ -313,12 +327,33 @@ class WhisperASR:
         if not torch.is_autocast_enabled(self.device.type):
             hidden = hidden.to(self.model.dtype)  # e.g. fp32 cached rows into a model loaded in bf16
         with torch.no_grad(), _quiet_generate():
-            seqs = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
-                                       task=task, prompt_ids=prompt_ids, return_timestamps=False,
-                                       max_new_tokens=max_new_tokens, num_beams=num_beams)
-        if not isinstance(seqs, torch.Tensor):
-            seqs = seqs["sequences"]
-        return [self._text(row.tolist()) for row in seqs]
+            out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
+                                      task=task, prompt_ids=prompt_ids, return_timestamps=False,
+                                      max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                      return_dict_in_generate=True,
+                                      **({"output_scores": True} if self.no_speech_gate else {}))
+        texts = [self._text(row.tolist()) for row in out.sequences]
+        if self.no_speech_gate and num_beams == 1:
+            silent = self._no_speech(hidden, prompt_ids, out)
+            texts = ["" if quiet else text for text, quiet in zip(texts, silent, strict=True)]
+        return texts
+
+    def _no_speech(self, hidden: Any, prompt_ids: Any, out: Any) -> list[bool]:
+        """Whisper's no-speech rule, as OpenAI's decoder and faster-whisper apply it: a window is silent when
+        the no-speech token's probability after ``<|startoftranscript|>`` is over NO_SPEECH_THRESHOLD and the
+        greedy transcript's mean token log-probability is under LOGPROB_THRESHOLD."""
+        torch, _ = _deps()
+        start = [self.sot_id] if prompt_ids is None else [*prompt_ids.tolist(), self.sot_id]
+        dec = torch.as_tensor([start] * hidden.shape[0], device=self.device)
+        logits = self.model.model.decoder(input_ids=dec, encoder_hidden_states=hidden).last_hidden_state
+        logits = self.model.proj_out(logits[:, -1]).float()
+        no_speech = torch.softmax(logits, dim=-1)[:, self.no_speech_id]
+        steps = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        generated = out.sequences[:, -steps.shape[1]:]
+        ended = torch.cumsum(generated == self.eot_id, dim=1)  # tokens up to and including the first eot count
+        counted = (ended == 0) | ((ended == 1) & (generated == self.eot_id))
+        mean_logprob = (steps.float() * counted).sum(1) / counted.sum(1).clamp(min=1)
+        return ((no_speech > NO_SPEECH_THRESHOLD) & (mean_logprob < LOGPROB_THRESHOLD)).tolist()
 
     def _text(self, ids: list[int]) -> str:
         if self.sot_id in ids:  # anything up to the forced prefix (a prompt) is not output

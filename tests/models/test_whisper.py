@@ -268,6 +268,27 @@ def test_hidden_spec_augment_masks_speech_positions_and_a_share_of_channels():
         assert rows.max() < 100 and len(rows) <= 40
 
 
+def test_the_no_speech_rule_empties_a_window_only_when_both_thresholds_say_so(asr, monkeypatch):
+    import speechtl.models.whisper as whisper_module
+
+    audios = [tone(400), tone(600)]
+    if not asr.no_speech_gate:
+        pytest.skip("this tokenizer has no no-speech token")
+    as_is = asr.transcribe(audios, "es", max_new_tokens=4)
+    monkeypatch.setattr(whisper_module, "NO_SPEECH_THRESHOLD", -1.0)  # every window "probably silent" ...
+    monkeypatch.setattr(whisper_module, "LOGPROB_THRESHOLD", float("-inf"))
+    assert asr.transcribe(audios, "es", max_new_tokens=4) == as_is  # ... but no text is unconfident enough
+    monkeypatch.setattr(whisper_module, "LOGPROB_THRESHOLD", float("inf"))
+    assert asr.transcribe(audios, "es", max_new_tokens=4) == ["", ""]  # both say so: silent
+    monkeypatch.setattr(whisper_module, "NO_SPEECH_THRESHOLD", 2.0)
+    assert asr.transcribe(audios, "es", max_new_tokens=4) == as_is  # the no-speech probability never says so
+    asr.no_speech_gate = False
+    try:
+        assert asr.transcribe(audios, "es", max_new_tokens=4) == as_is
+    finally:
+        asr.no_speech_gate = True
+
+
 def test_an_empty_target_only_where_allowed(asr):
     seqs = asr.token_sequences(["hola", ""], "es", ids=["a", "b"], empty_ok=[False, True])
     assert seqs[1] == asr.prefix_tokens("es") + [asr.eot_id] and len(seqs[0]) > len(seqs[1])
