@@ -164,7 +164,7 @@ class NonspeechConfig:
     """Audio without speech (speechtl.data.nonspeech): its empty target in training, its own test set."""
 
     train_clips: int = 0  # clips mixed into the train manifest (about that share of every batch); 0 = none
-    dev_clips: int = 24  # clips (other seeds) whose share with words joins the dev WERs alpha is chosen on
+    dev_clips: int = 0  # clips (other seeds) whose share with words joins the dev WERs alpha is chosen on
     test_clips: int = 48  # held-out clips (other seeds) every run decodes: share of clips with any word; 0 = none
     kinds: tuple[str, ...] = ()  # which kinds (default: all of speechtl.data.nonspeech.KINDS)
     min_s: float = 1.0  # clip length range, seconds

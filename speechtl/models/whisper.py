@@ -241,8 +241,10 @@ class WhisperASR:
                         task: str = "transcribe", empty_ok: Sequence[bool] | None = None) -> list[list[int]]:
         """Full decoder sequences ``prefix + text + <|endoftext|>``; every over-long one is reported.
 
-        An empty text is an error unless ``empty_ok`` says so for its item (a clip without speech: its target
-        is the prefix and ``<|endoftext|>``).
+        An empty text is an error unless ``empty_ok`` says so for its item: a clip without speech, whose
+        target is Whisper's own, ``<|startoftranscript|> <|nocaptions|> <|endoftext|>`` (the prefix and
+        ``<|endoftext|>`` for a tokenizer without a no-speech token). An immediate ``<|endoftext|>`` after the
+        prefix would not do: decoding suppresses it at the first position, so the model writes a word instead.
         """
         prefix = self.prefix_tokens(lang, task)
         ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
@@ -253,6 +255,9 @@ class WhisperASR:
         for utt_id, text, may_be_empty in zip(ids, texts, empty_ok, strict=True):
             if not text.strip() and not may_be_empty:
                 raise ValueError(f"id={utt_id}: field 'text' is empty")
+            if not text.strip() and self.no_speech_id is not None:
+                seqs.append([self.sot_id, self.no_speech_id, self.eot_id])
+                continue
             body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
             seq = prefix + list(body) + [self.eot_id]
             if len(seq) > self.max_label_tokens:
@@ -264,9 +269,10 @@ class WhisperASR:
 
     def labels(self, texts: Sequence[str], lang: str, *, ids: Sequence[str] | None = None,
                task: str = "transcribe") -> tuple[Any, Any]:
-        """``(labels, decoder_input_ids)``: labels padded and prefix-masked with -100."""
+        """``(labels, decoder_input_ids)``: labels padded and prefix-masked with -100, as training builds them."""
         seqs = self.token_sequences(texts, lang, ids=ids, task=task)
-        return collate_tokens(seqs, len(self.prefix_tokens(lang, task)), self.eot_id)
+        return collate_tokens(seqs, len(self.prefix_tokens(lang, task)), self.eot_id,
+                              no_speech_id=self.no_speech_id if self.no_speech_gate else None)
 
     # -------------------------------------------------------------- inference
 
@@ -389,22 +395,29 @@ def _quiet_generate() -> Iterator[None]:
 # ------------------------------------------------------------------ batching
 
 
-def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int) -> tuple[Any, Any]:
-    """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot``.
+def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, *,
+                   no_speech_id: int | None = None) -> tuple[Any, Any]:
+    """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot`` (or, for a clip without
+    speech, ``<|startoftranscript|> <|nocaptions|> <|endoftext|>``).
 
     ``decoder_input_ids`` is each sequence without its last token, padded with
     ``pad_id``; ``labels`` is the sequence shifted left, with the forced prefix
-    positions and the padding set to -100.
+    positions and the padding set to -100. With ``no_speech_id`` (a model whose
+    no-speech rule is on) the token after ``<|startoftranscript|>`` is trained
+    too: the language for speech, the no-speech token for a clip without any,
+    so the no-speech probability the rule reads learns both sides.
     """
     torch, _ = _deps()
     width = max(len(s) for s in seqs) - 1
     dec = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     lab = torch.full((len(seqs), width), -100, dtype=torch.long)
+    first = 0 if no_speech_id is None else 1
     for i, seq in enumerate(seqs):
         n = len(seq) - 1
         dec[i, :n] = torch.as_tensor(seq[:-1])
         lab[i, :n] = torch.as_tensor(seq[1:])
-        lab[i, :num_prefix - 1] = -100
+        if no_speech_id is None or seq[1] != no_speech_id:
+            lab[i, first:num_prefix - 1] = -100
     return lab, dec
 
 
@@ -438,7 +451,8 @@ class WhisperCollator:
                 enc = hidden_spec_augment(enc, [e.get("seconds") for e in examples], self.spec,
                                           [(e["epoch"], e["index"]) for e in examples],
                                           n_mels=self.asr.feature_extractor.feature_size)
-        labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id)
+        labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id,
+                                     no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
         return {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
 
 

@@ -118,7 +118,8 @@ def test_labels_shift_pad_and_mask_the_prefix(asr):
     prefix = asr.prefix_tokens("es")
     assert labels.shape == dec.shape
     assert (dec[:, :4] == torch.tensor(prefix)).all()
-    assert (labels[:, :3] == -100).all()  # forced tokens are not learned
+    assert (labels[:, 1:3] == -100).all()  # forced task tokens are not learned; the language is when the model
+    assert (labels[:, 0] == (prefix[1] if asr.no_speech_gate else -100)).all()  # has a no-speech rule to feed
     text_ids = asr.tokenizer.encode(" hola", add_special_tokens=False)
     n = len(text_ids)
     assert labels[0, 3:3 + n].tolist() == text_ids  # first text token is predicted from <|notimestamps|>
@@ -149,6 +150,10 @@ def test_collate_tokens_masks_prefix_of_each_row():
     labels, dec = collate_tokens([[1, 2, 3, 4, 9, 0], [1, 2, 3, 4, 0]], num_prefix=4, pad_id=0)
     assert dec.tolist() == [[1, 2, 3, 4, 9], [1, 2, 3, 4, 0]]
     assert labels.tolist() == [[-100, -100, -100, 9, 0], [-100, -100, -100, 0, -100]]
+    # with a no-speech token: the language position is trained, and a no-speech row is trained throughout
+    labels, dec = collate_tokens([[1, 2, 3, 4, 9, 0], [1, 7, 0]], num_prefix=4, pad_id=0, no_speech_id=7)
+    assert dec.tolist() == [[1, 2, 3, 4, 9], [1, 7, 0, 0, 0]]
+    assert labels.tolist() == [[2, -100, -100, 9, 0], [7, 0, -100, -100, -100]]
 
 
 # ------------------------------------------------------------------ features and encoder stages
@@ -291,7 +296,11 @@ def test_the_no_speech_rule_empties_a_window_only_when_both_thresholds_say_so(as
 
 def test_an_empty_target_only_where_allowed(asr):
     seqs = asr.token_sequences(["hola", ""], "es", ids=["a", "b"], empty_ok=[False, True])
-    assert seqs[1] == asr.prefix_tokens("es") + [asr.eot_id] and len(seqs[0]) > len(seqs[1])
+    if asr.no_speech_id is not None:  # Whisper's own no-speech target
+        assert seqs[1] == [asr.sot_id, asr.no_speech_id, asr.eot_id]
+    else:
+        assert seqs[1] == asr.prefix_tokens("es") + [asr.eot_id]
+    assert len(seqs[0]) > len(seqs[1])
     with pytest.raises(ValueError, match="id=b: field 'text' is empty"):
         asr.token_sequences(["hola", ""], "es", ids=["a", "b"])
 
