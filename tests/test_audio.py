@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechtl import audio
+from speechtl import audio, levels
 from speechtl.audio import AudioConfig, AudioRejected
 
 TONE_HZ = 440.0
@@ -444,27 +444,27 @@ def test_resample():
 )
 def test_trim_silence(lead_s, margin_s, expected_s):
     x = tone(16000, lead_s=lead_s)
-    out = audio.trim_silence(x, 16000, -40.0, margin_s)
+    out = levels.trim_silence(x, 16000, -40.0, margin_s)
     assert len(out) / 16000 == pytest.approx(expected_s, abs=0.011)
 
 
 def test_trim_silence_all_zero_and_empty():
-    assert len(audio.trim_silence(np.zeros(16000, dtype=np.float32), 16000, -40.0, 0.15)) == 0
-    assert len(audio.trim_silence(np.zeros(0, dtype=np.float32), 16000, -40.0, 0.15)) == 0
+    assert len(levels.trim_silence(np.zeros(16000, dtype=np.float32), 16000, -40.0, 0.15)) == 0
+    assert len(levels.trim_silence(np.zeros(0, dtype=np.float32), 16000, -40.0, 0.15)) == 0
 
 
 def test_normalize_level_ignores_silence_and_limits_peak():
     x = tone(16000, amp=0.01)  # half of it digital silence
-    y = audio.normalize_level(x, -23.0, -1.0)
+    y = levels.normalize_level(x, -23.0, -1.0)
     assert y.dtype == np.float32
-    assert audio.active_rms_dbfs(y) == pytest.approx(-23.0, abs=0.05)
+    assert levels.active_rms_dbfs(y) == pytest.approx(-23.0, abs=0.05)
     # a single click on a quiet bed: reaching the RMS target would overshoot the peak limit
     z = np.full(16000, 0.001, dtype=np.float32)
     z[8000] = 0.5
-    w = audio.normalize_level(z, -23.0, -1.0)
+    w = levels.normalize_level(z, -23.0, -1.0)
     assert 20 * math.log10(np.abs(w).max()) == pytest.approx(-1.0, abs=0.01)
-    assert audio.active_rms_dbfs(w) < -23.0
-    np.testing.assert_array_equal(audio.normalize_level(np.zeros(10, np.float32), -23, -1), 0)
+    assert levels.active_rms_dbfs(w) < -23.0
+    np.testing.assert_array_equal(levels.normalize_level(np.zeros(10, np.float32), -23, -1), 0)
 
 
 # ------------------------------------------------------------------ writing
@@ -558,10 +558,10 @@ def test_window_bounds_cut_long_audio_in_its_pauses():
         pauses.append((pos, pos + rate // 2))
         pos += rate // 2
     x = np.concatenate(parts)
-    bounds = audio.window_bounds(x, rate, 30.0)
+    bounds = levels.window_bounds(x, rate, 30.0)
     assert bounds[0][0] == 0 and bounds[-1][1] == len(x) and len(bounds) == 3
     assert all(hi - lo <= 30 * rate for lo, hi in bounds)
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     for _, cut in bounds[:-1]:  # every cut falls inside a pause, never in a burst
         assert any(lo <= cut <= hi for lo, hi in pauses), cut
-    assert audio.window_bounds(x[: 10 * rate], rate, 30.0) == [(0, 10 * rate)]
+    assert levels.window_bounds(x[: 10 * rate], rate, 30.0) == [(0, 10 * rate)]

@@ -6,7 +6,7 @@ joined with short pauses into recordings of ``min_s`` to ``max_s`` seconds,
 each with the joined reference (and the ids it holds). :class:`LongForm`
 makes any clip recognizer (``transcribe(audios, lang)``, at most 30 s each)
 take audio of any length: each recording is cut into windows of at most
-30 s at its quietest points (:func:`speechtl.audio.window_bounds`), the
+30 s at its quietest points (:func:`speechtl.levels.window_bounds`), the
 windows are decoded in batches, and their texts joined. Scoring the joined
 recordings with :func:`speechtl.evaluate.decode.evaluate_manifest` and the
 same utterances clip by clip shows what long audio costs.
@@ -23,6 +23,7 @@ import numpy as np
 
 from speechtl import audio
 from speechtl.data.manifest import Utterance
+from speechtl.levels import window_bounds
 
 SAMPLE_RATE = audio.TARGET_SAMPLE_RATE
 WINDOW_S = 30.0
@@ -80,7 +81,7 @@ class LongForm:
                    batch_size: int = 8) -> list[str]:
         chunks, owner = [], []
         for i, samples in enumerate(audios):
-            for lo, hi in audio.window_bounds(samples, SAMPLE_RATE, self.window_s):
+            for lo, hi in window_bounds(samples, SAMPLE_RATE, self.window_s):
                 chunks.append(samples[lo:hi])
                 owner.append(i)
         texts = self.inner.transcribe(chunks, lang, prompt=prompt, batch_size=batch_size)

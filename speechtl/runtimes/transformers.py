@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.audio import window_bounds
+from speechtl.levels import window_bounds
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.models.whisper import WhisperASR
 from speechtl.runtimes.transcript import (

@@ -13,7 +13,8 @@ from typing import Any
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import QuarantineRecord, Utterance, validate, write_jsonl
 from speechtl.models.encoder_stages import num_encoder_stages, run_encoder
-from speechtl.models.whisper import LabelTooLong, SpecAugmentConfig, WhisperASR, WhisperCollator, token_budget
+from speechtl.models.specaugment import SpecAugmentConfig
+from speechtl.models.whisper import LabelTooLong, WhisperASR, WhisperCollator, token_budget
 from speechtl.train.batches import LengthBucketSampler, TrainSet
 from speechtl.train.config import TrainConfig
 from speechtl.train.lora import merge_lora_state_dict

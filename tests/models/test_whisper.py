@@ -11,16 +11,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from speechtl.models.encoder_stages import num_encoder_stages
+from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
 from speechtl.models.whisper import (
     LabelTooLong,
-    SpecAugmentConfig,
     WhisperASR,
     WhisperCollator,
     collate_tokens,
     complete_generation_config,
-    hidden_spec_augment,
     save_random_whisper,
-    spec_augment,
 )
 
 SR = 16000
