@@ -205,7 +205,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     """Audio of any length: one line per file, then (long audio, or --timestamps) a line per segment."""
     model_dir = Path(args.model)
     runtime = (load_runtime(model_dir, lang=args.lang, compute_type=args.compute_type) if model_dir.is_dir()
-               and (model_dir / "model.bin").is_file() else _load_asr(args.model, args.lang))
+               else _load_asr(args.model, args.lang))
     config = AudioConfig(trim=False, min_duration_s=0.0, segmentation=True)
     for path in args.audio:
         samples, rate = decode(path)

@@ -258,7 +258,7 @@ class Run:
         if not self.recipe.eval.longform:
             return
         manifest = self.run_dir / "data" / "longform" / f"{ref.replace('/', '-')}.jsonl"
-        if not manifest.is_file() or "baseline" not in self.longform:  # built afresh by each run's baseline
+        if system == "baseline" or not manifest.is_file():  # built afresh by each run's baseline
             recordings = join_utterances(read_manifest(self.data.sets[ref]), manifest.parent / "audio",
                                          seed=self.recipe.seed)
             write_jsonl(manifest, recordings)
