@@ -68,6 +68,7 @@ class LabelTooLong(ValueError):
 
 NO_SPEECH_THRESHOLD = 0.6  # OpenAI's and faster-whisper's defaults for the no-speech rule
 LOGPROB_THRESHOLD = -1.0
+NO_SPEECH = -2  # last "token" of a clip without speech in token_sequences; a label: no word is likely (uniform)
 
 
 def token_budget(duration_s: float | None, cap: int = 128) -> int:
@@ -181,10 +182,13 @@ class WhisperASR:
                         task: str = "transcribe", empty_ok: Sequence[bool] | None = None) -> list[list[int]]:
         """Full decoder sequences ``prefix + text + <|endoftext|>``; every over-long one is reported.
 
-        An empty text is an error unless ``empty_ok`` says so for its item: a clip without speech, whose
-        target is Whisper's own, ``<|startoftranscript|> <|nocaptions|> <|endoftext|>`` (the prefix and
-        ``<|endoftext|>`` for a tokenizer without a no-speech token). An immediate ``<|endoftext|>`` after the
-        prefix would not do: decoding suppresses it at the first position, so the model writes a word instead.
+        An empty text is an error unless ``empty_ok`` says so for its item: a clip without speech. Its
+        sequence is the prefix and the marker NO_SPEECH, which :func:`collate_tokens` turns into both halves
+        of the no-speech rule: ``<|nocaptions|>`` as the label after ``<|startoftranscript|>`` and, after the
+        prefix, a uniform target over the vocabulary (no first word is likely, so a forced transcript's mean
+        log-probability is far under LOGPROB_THRESHOLD). ``<|endoftext|>`` there would not do: decoding
+        suppresses it at the first position and renormalizes, so a model trained on it writes a confident
+        word. A tokenizer without a no-speech token gets the prefix and ``<|endoftext|>``.
         """
         prefix = self.prefix_tokens(lang, task)
         ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
@@ -196,7 +200,7 @@ class WhisperASR:
             if not text.strip() and not may_be_empty:
                 raise ValueError(f"id={utt_id}: field 'text' is empty")
             if not text.strip() and self.no_speech_id is not None:
-                seqs.append([self.sot_id, self.no_speech_id, self.eot_id])
+                seqs.append(prefix + [NO_SPEECH])
                 continue
             body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
             seq = prefix + list(body) + [self.eot_id]
@@ -338,14 +342,15 @@ def _quiet_generate() -> Iterator[None]:
 def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, *,
                    no_speech_id: int | None = None) -> tuple[Any, Any]:
     """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot`` (or, for a clip without
-    speech, ``<|startoftranscript|> <|nocaptions|> <|endoftext|>``).
+    speech, ``prefix + [NO_SPEECH]``).
 
     ``decoder_input_ids`` is each sequence without its last token, padded with
     ``pad_id``; ``labels`` is the sequence shifted left, with the forced prefix
     positions and the padding set to -100. With ``no_speech_id`` (a model whose
     no-speech rule is on) the token after ``<|startoftranscript|>`` is trained
     too: the language for speech, the no-speech token for a clip without any,
-    so the no-speech probability the rule reads learns both sides.
+    whose label after the prefix is NO_SPEECH (the loss reads it as a uniform
+    target); so the no-speech probability the rule reads learns both sides.
     """
     torch, _ = _deps()
     width = max(len(s) for s in seqs) - 1
@@ -356,9 +361,22 @@ def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, 
         n = len(seq) - 1
         dec[i, :n] = torch.as_tensor(seq[:-1])
         lab[i, :n] = torch.as_tensor(seq[1:])
-        if no_speech_id is None or seq[1] != no_speech_id:
-            lab[i, first:num_prefix - 1] = -100
+        lab[i, first:num_prefix - 1] = -100
+        if seq[-1] == NO_SPEECH:
+            if no_speech_id is None:
+                raise ValueError(f"row {i}: a no-speech target needs the model's no-speech token")
+            lab[i, 0] = no_speech_id
     return lab, dec
+
+
+def no_speech_aware_loss(logits: Any, labels: Any) -> Any:
+    """Mean cross-entropy of ``logits`` (n, vocab) against ``labels`` (n,), where a NO_SPEECH label's target
+    is the uniform distribution: no token is likely."""
+    torch, _ = _deps()
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    unsure = labels == NO_SPEECH
+    picked = logp.gather(1, labels.clamp(min=0)[:, None])[:, 0]
+    return -torch.where(unsure, logp.mean(dim=-1), picked).mean()
 
 
 class WhisperCollator:

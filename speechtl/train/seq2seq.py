@@ -14,7 +14,7 @@ from speechtl.audio import load as load_audio
 from speechtl.data.manifest import QuarantineRecord, Utterance, validate, write_jsonl
 from speechtl.models.encoder_stages import num_encoder_stages, run_encoder
 from speechtl.models.specaugment import SpecAugmentConfig
-from speechtl.models.whisper import LabelTooLong, WhisperASR, WhisperCollator, token_budget
+from speechtl.models.whisper import LabelTooLong, WhisperASR, WhisperCollator, no_speech_aware_loss, token_budget
 from speechtl.train.batches import LengthBucketSampler, TrainSet
 from speechtl.train.config import TrainConfig
 from speechtl.train.lora import merge_lora_state_dict
@@ -107,7 +107,7 @@ def _module_class() -> type:
                                              use_cache=False)
             mask = labels != -100
             logits = self.whisper.proj_out(out.last_hidden_state[mask])
-            return torch.nn.functional.cross_entropy(logits.float(), labels[mask])
+            return no_speech_aware_loss(logits, labels[mask])
 
     return WhisperTrainModule
 

@@ -13,11 +13,13 @@ pytest.importorskip("transformers")
 from speechtl.models.encoder_stages import num_encoder_stages
 from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
 from speechtl.models.whisper import (
+    NO_SPEECH,
     LabelTooLong,
     WhisperASR,
     WhisperCollator,
     collate_tokens,
     complete_generation_config,
+    no_speech_aware_loss,
     save_random_whisper,
 )
 
@@ -148,10 +150,28 @@ def test_collate_tokens_masks_prefix_of_each_row():
     labels, dec = collate_tokens([[1, 2, 3, 4, 9, 0], [1, 2, 3, 4, 0]], num_prefix=4, pad_id=0)
     assert dec.tolist() == [[1, 2, 3, 4, 9], [1, 2, 3, 4, 0]]
     assert labels.tolist() == [[-100, -100, -100, 9, 0], [-100, -100, -100, 0, -100]]
-    # with a no-speech token: the language position is trained, and a no-speech row is trained throughout
-    labels, dec = collate_tokens([[1, 2, 3, 4, 9, 0], [1, 7, 0]], num_prefix=4, pad_id=0, no_speech_id=7)
-    assert dec.tolist() == [[1, 2, 3, 4, 9], [1, 7, 0, 0, 0]]
-    assert labels.tolist() == [[2, -100, -100, 9, 0], [7, 0, -100, -100, -100]]
+    # with a no-speech token: the language position is trained; a clip without speech reads the forced prefix
+    # and learns the no-speech token after <|startoftranscript|> and "no word is likely" after the prefix
+    labels, dec = collate_tokens([[1, 2, 3, 4, 9, 0], [1, 2, 3, 4, NO_SPEECH]], num_prefix=4, pad_id=0,
+                                 no_speech_id=7)
+    assert dec.tolist() == [[1, 2, 3, 4, 9], [1, 2, 3, 4, 0]]
+    assert labels.tolist() == [[2, -100, -100, 9, 0], [7, -100, -100, NO_SPEECH, -100]]
+    with pytest.raises(ValueError, match="row 1: a no-speech target needs"):
+        collate_tokens([[1, 2, 3, 4, 0], [1, 2, 3, 4, NO_SPEECH]], num_prefix=4, pad_id=0)
+
+
+def test_the_no_speech_label_is_a_uniform_target():
+    logits = torch.randn(3, 11)
+    labels = torch.tensor([4, NO_SPEECH, 0])
+    ce = torch.nn.functional.cross_entropy(logits[[0, 2]], labels[[0, 2]], reduction="sum")
+    uniform = -torch.log_softmax(logits[1], dim=-1).mean()
+    assert torch.allclose(no_speech_aware_loss(logits, labels), (ce + uniform) / 3)
+    # the uniform target is at its lowest when every token is as likely as the others
+    flat, peaked = torch.zeros(1, 11), torch.zeros(1, 11)
+    peaked[0, 3] = 5.0
+    marker = torch.tensor([NO_SPEECH])
+    assert no_speech_aware_loss(flat, marker) < no_speech_aware_loss(peaked, marker)
+    assert torch.allclose(no_speech_aware_loss(flat, marker), torch.log(torch.tensor(11.0)))
 
 
 # ------------------------------------------------------------------ features and encoder stages
@@ -295,7 +315,7 @@ def test_the_no_speech_rule_empties_a_window_only_when_both_thresholds_say_so(as
 def test_an_empty_target_only_where_allowed(asr):
     seqs = asr.token_sequences(["hola", ""], "es", ids=["a", "b"], empty_ok=[False, True])
     if asr.no_speech_id is not None:  # Whisper's own no-speech target
-        assert seqs[1] == [asr.sot_id, asr.no_speech_id, asr.eot_id]
+        assert seqs[1] == asr.prefix_tokens("es") + [NO_SPEECH]
     else:
         assert seqs[1] == asr.prefix_tokens("es") + [asr.eot_id]
     assert len(seqs[0]) > len(seqs[1])
