@@ -63,6 +63,8 @@ class SourceConfig:
     # (a corpus that says the training prompts in another voice); how many remain is reported
     verify_transcripts: float | None = None  # max CER of the unadapted model's transcript against the reference
     # (texts matched to audio by id); above it the utterance is quarantined as transcript_mismatch
+    pack_train_s: float | None = None  # Whisper: its train utterances joined into windows of up to this many
+    # seconds (sizes drawn per window, speechtl.data.joining.pack_windows): fewer 30-s encoder passes per utterance
 
     def __post_init__(self) -> None:
         if self.kind not in ("corpus", "synth"):
@@ -83,6 +85,9 @@ class SourceConfig:
             if set(self.use) != {"test"}:
                 raise ConfigError(f"data.sources.{self.name}.verify_transcripts: only for a test-only source "
                                   "(use: [test]); the unadapted model's agreement must not pick training data")
+        if self.pack_train_s is not None and not 0 < self.pack_train_s <= 30:
+            raise ConfigError(f"data.sources.{self.name}.pack_train_s: seconds in (0, 30] (one Whisper window), "
+                              "or null")
         if self.max_train_utterances is not None and self.max_train_utterances < 1:
             raise ConfigError(f"data.sources.{self.name}.max_train_utterances: must be >= 1 or null")
         if self.min_term_sentences and not self.terms:

@@ -16,6 +16,7 @@ from speechtl.adapt import heldout
 from speechtl.config import ConfigError, RecipeConfig, SourceConfig
 from speechtl.data.importers import read_corpus
 from speechtl.data.importers.asterisk import DEFAULT_VOICE, default_root
+from speechtl.data.joining import pack_windows
 from speechtl.data.manifest import Utterance, read_manifest, sentence_key, write_jsonl
 from speechtl.data.nonspeech import KINDS as NONSPEECH_KINDS
 from speechtl.data.nonspeech import nonspeech_items
@@ -32,7 +33,7 @@ DATA_VERSION = 2  # bump when prepared data from an older speechtl must not be r
 
 # source fields that only choose what the run takes from prepared data, or check it later: changing them
 # re-prepares nothing
-_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts")
+_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts", "pack_train_s")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class RunData:
     dev_sets: dict[str, Path]  # "<source>/dev" -> manifest: every dev split the run uses (alpha choice)
     nonspeech_test: Path | None = None  # held-out clips without speech (no reference: scored by words output)
     nonspeech_dev: Path | None = None  # more of them (other seeds), for the alpha choice
+    packed_train: Path | None = None  # the train utterances with packing sources joined into windows
+
+    @property
+    def train_input(self) -> Path:
+        """The manifest training reads (and the encoder cache holds): packed windows where a source packs.
+        Every held-out check reads ``train``, utterance by utterance."""
+        return self.packed_train or self.train
 
 
 def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData:
@@ -55,10 +63,16 @@ def prepare_data(recipe: RecipeConfig, run_dir: Path, notify: Notify) -> RunData
         prepared[s.name] = prepare_source(s, recipe, run_dir / "data" / s.name, notify, prepared)
     nonspeech = _nonspeech(recipe, run_dir / "data" / "nonspeech", notify)
     train = _combine(recipe, prepared, "train", run_dir / "data" / "train.jsonl", extra=nonspeech.get("train"))
+    packed = None
+    if any(s.pack_train_s is not None and "train" in s.use for s in recipe.sources):
+        packed = _combine(recipe, prepared, "train", run_dir / "data" / "train.packed.jsonl",
+                          extra=nonspeech.get("train"), pack=True)
+        notify(f"data train: {len(read_manifest(train))} utterances in {len(read_manifest(packed))} training "
+               f"items (packed windows) -> {packed}")
     heldout.drop_train_sentences(recipe, prepared, train, notify)
     dev = _combine(recipe, prepared, "dev", run_dir / "data" / "dev.jsonl")
     data = RunData(prepared, train, dev, _eval_sets(recipe, prepared), _dev_sets(recipe, prepared),
-                   nonspeech.get("test"), nonspeech.get("dev"))
+                   nonspeech.get("test"), nonspeech.get("dev"), packed)
     heldout.check_disjoint(train, {**data.sets, **data.dev_sets})
     return data
 
@@ -210,8 +224,11 @@ def _nonspeech(recipe: RecipeConfig, out_dir: Path, notify: Notify) -> dict[str,
 
 
 def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_name: str, out: Path,
-             extra: Path | None = None) -> Path:
-    """Every source's ``split_name`` split the recipe uses (and ``extra``'s utterances) in one manifest."""
+             extra: Path | None = None, *, pack: bool = False) -> Path:
+    """Every source's ``split_name`` split the recipe uses (and ``extra``'s utterances) in one manifest.
+
+    With ``pack``, the train utterances of each source with ``pack_train_s`` are joined into windows
+    (:func:`speechtl.data.joining.pack_windows`, under ``<out's folder>/<source>/packed/``)."""
     utts = []
     for source in recipe.sources:
         if split_name in source.use:
@@ -220,6 +237,9 @@ def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_n
             if split_name == "train" and n is not None and n < len(part):
                 keep = set(random.Random(f"{recipe.seed}:{source.name}:train").sample(range(len(part)), n))
                 part = [u for i, u in enumerate(part) if i in keep]
+            if pack and source.pack_train_s is not None:
+                part = pack_windows(part, out.parent / source.name / "packed", max_s=source.pack_train_s,
+                                    seed=recipe.seed, prefix=f"{source.name}-packed")
             utts.extend(part)
     if not utts:
         raise ConfigError(f"no source uses its {split_name} split; set data.sources.NAME.use")

@@ -131,7 +131,7 @@ class Run:
 
     def _cache_encoder(self, baseline: CachedEncoderTranscriber) -> None:
         """One encoder pass for every utterance of the run."""
-        paths = (self.data.train, self.data.dev, *self.data.sets.values())
+        paths = (self.data.train_input, self.data.dev, *self.data.sets.values())
         everything = [u for path in paths for u in read_manifest(path)]
         unique = list({u.id + "\0" + u.audio_filepath: u for u in everything}.values())
         stats = baseline.prepare(unique)
@@ -143,7 +143,7 @@ class Run:
         recipe = self.recipe
         config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed, route=self.route,
                                      cache_dir=recipe.train.cache_dir or str(self.run_dir / "encoder_cache"))
-        result = train(self.model.hf_dir, self.data.train, self.data.dev, self.run_dir / "checkpoints", config,
+        result = train(self.model.hf_dir, self.data.train_input, self.data.dev, self.run_dir / "checkpoints", config,
                        self.normalizer, resume=resume)
         self.notify(f"train {config.strategy}: {result.steps} steps, {result.wall_time_s:.0f} s, "
                     f"best dev WER {result.best_dev_wer:.1%} -> {result.best_dir}")

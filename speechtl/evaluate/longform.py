@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from speechtl import audio
+from speechtl.data.joining import join_audio
 from speechtl.data.manifest import Utterance
 from speechtl.levels import window_bounds
 
@@ -33,7 +34,8 @@ def join_utterances(utts: Sequence[Utterance], out_dir: Path | str, *, min_s: fl
                     pause_s: float = 0.7, seed: int = 0) -> list[Utterance]:
     """Recordings of ``min_s``-``max_s`` seconds (the last may be shorter) from ``utts`` in a seeded order.
 
-    Each recording's ``extra["joined_ids"]`` lists its utterances; its text is theirs, joined by spaces.
+    Each recording (:func:`speechtl.data.joining.join_audio`) lists its utterances in ``extra["joined_ids"]``;
+    its text is theirs, joined by spaces.
     """
     if not 0 < min_s <= max_s or pause_s < 0:
         raise ValueError(f"join_utterances: need 0 < min_s <= max_s and pause_s >= 0, got {min_s}, {max_s}, "
@@ -42,7 +44,6 @@ def join_utterances(utts: Sequence[Utterance], out_dir: Path | str, *, min_s: fl
     random.Random(f"{seed}:longform").shuffle(order)
     rng = random.Random(f"{seed}:longform-lengths")
     out_dir = Path(out_dir)
-    pause = np.zeros(int(pause_s * SAMPLE_RATE), np.float32)
     recordings: list[Utterance] = []
     group: list[Utterance] = []
     target = rng.uniform(min_s, max_s)
@@ -51,22 +52,9 @@ def join_utterances(utts: Sequence[Utterance], out_dir: Path | str, *, min_s: fl
         group.append(utt)
         seconds += (utt.duration or 0.0) + pause_s
         if seconds >= target or i == len(order) - 1:
-            recordings.append(_write(group, pause, out_dir / f"longform-{len(recordings):03d}.wav"))
+            recordings.append(join_audio(group, out_dir / f"longform-{len(recordings):03d}.wav", pause_s))
             group, seconds, target = [], 0.0, rng.uniform(min_s, max_s)
     return recordings
-
-
-def _write(group: list[Utterance], pause: np.ndarray, path: Path) -> Utterance:
-    parts: list[np.ndarray] = []
-    for utt in group:
-        parts += [audio.load(utt.audio_filepath, SAMPLE_RATE), pause]
-    samples = np.concatenate(parts[:-1])
-    audio.write_audio(path, samples, SAMPLE_RATE)
-    speakers = {u.speaker for u in group}
-    return Utterance(id=path.stem, audio_filepath=str(path.resolve()), text=" ".join(u.text for u in group),
-                     duration=round(len(samples) / SAMPLE_RATE, 4),
-                     speaker=speakers.pop() if len(speakers) == 1 else "mixed",
-                     extra={"joined_ids": [u.id for u in group]})
 
 
 class LongForm:

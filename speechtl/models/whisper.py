@@ -370,13 +370,15 @@ def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, 
 
 
 def no_speech_aware_loss(logits: Any, labels: Any) -> Any:
-    """Mean cross-entropy of ``logits`` (n, vocab) against ``labels`` (n,), where a NO_SPEECH label's target
-    is the uniform distribution: no token is likely."""
+    """Mean loss of ``logits`` (n, vocab) against ``labels`` (n,): cross-entropy, except where the label is
+    NO_SPEECH, whose target is the uniform distribution (no token is likely); there the loss is KL(uniform ||
+    model), zero when every token is as likely, so the logged loss stays comparable to cross-entropy."""
     torch, _ = _deps()
     logp = torch.log_softmax(logits.float(), dim=-1)
     unsure = labels == NO_SPEECH
     picked = logp.gather(1, labels.clamp(min=0)[:, None])[:, 0]
-    return -torch.where(unsure, logp.mean(dim=-1), picked).mean()
+    uniform = logp.mean(dim=-1) + math.log(logp.shape[-1])  # minus KL(uniform || model)
+    return -torch.where(unsure, uniform, picked).mean()
 
 
 class WhisperCollator:
