@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # one INFO line per faster-whisper call or accelerate save buries the run's own lines
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar per load
     try:
         return args.func(args)
     except Exception as exc:  # the CLI turns library errors into one clear line
