@@ -65,6 +65,8 @@ class SourceConfig:
     # (texts matched to audio by id); above it the utterance is quarantined as transcript_mismatch
     pack_train_s: float | None = None  # Whisper: its train utterances joined into windows of up to this many
     # seconds (sizes drawn per window, speechtl.data.joining.pack_windows): fewer 30-s encoder passes per utterance
+    train_speed: tuple[float, float] | None = None  # with pack_train_s: each packed train utterance played at a
+    # seeded speed in [low, high] (speed perturbation, e.g. [0.9, 1.1]: tempo and pitch, as if another speaker)
 
     def __post_init__(self) -> None:
         if self.kind not in ("corpus", "synth"):
@@ -88,6 +90,10 @@ class SourceConfig:
         if self.pack_train_s is not None and not 0 < self.pack_train_s <= 30:
             raise ConfigError(f"data.sources.{self.name}.pack_train_s: seconds in (0, 30] (one Whisper window), "
                               "or null")
+        if self.train_speed is not None and (self.pack_train_s is None
+                                             or not 0.5 <= self.train_speed[0] <= self.train_speed[1] <= 2.0):
+            raise ConfigError(f"data.sources.{self.name}.train_speed: [low, high] within [0.5, 2], with "
+                              "pack_train_s set (the speeds are applied as the windows are packed)")
         if self.max_train_utterances is not None and self.max_train_utterances < 1:
             raise ConfigError(f"data.sources.{self.name}.max_train_utterances: must be >= 1 or null")
         if self.min_term_sentences and not self.terms:

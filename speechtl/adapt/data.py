@@ -33,7 +33,8 @@ DATA_VERSION = 2  # bump when prepared data from an older speechtl must not be r
 
 # source fields that only choose what the run takes from prepared data, or check it later: changing them
 # re-prepares nothing
-_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts", "pack_train_s")
+_COMBINE_FIELDS = ("use", "max_train_utterances", "drop_train_sentences", "verify_transcripts", "pack_train_s",
+                   "train_speed")
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_n
                 part = [u for i, u in enumerate(part) if i in keep]
             if pack and source.pack_train_s is not None:
                 part = pack_windows(part, out.parent / source.name / "packed", max_s=source.pack_train_s,
-                                    seed=recipe.seed, prefix=f"{source.name}-packed")
+                                    seed=recipe.seed, prefix=f"{source.name}-packed", speed=source.train_speed)
             utts.extend(part)
     if not utts:
         raise ConfigError(f"no source uses its {split_name} split; set data.sources.NAME.use")

@@ -42,3 +42,9 @@ def test_packing_sources_train_on_windows_and_every_check_reads_utterances(tmp_p
 def test_pack_train_s_is_at_most_one_window(tmp_path):
     with pytest.raises(ConfigError, match="pack_train_s"):
         _recipe(tmp_path, pack_train_s=45.0)
+
+
+def test_train_speed_needs_packing(tmp_path):
+    with pytest.raises(ConfigError, match="train_speed"):
+        _recipe(tmp_path, train_speed=[0.9, 1.1])
+    assert _recipe(tmp_path, pack_train_s=20.0, train_speed=[0.9, 1.1]).sources[0].train_speed == (0.9, 1.1)

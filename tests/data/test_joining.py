@@ -63,3 +63,22 @@ def test_pack_windows_refuses_what_it_cannot_pack(tmp_path):
     long = _clips(tmp_path, [12.0], name="long")  # longer than max_s: a window of its own
     windows = pack_windows(long + utts, tmp_path / "q", max_s=10.0)
     assert ["long0"] in [w.extra["joined_ids"] for w in windows] and max(w.duration for w in windows) == 12.0
+
+
+def test_speed_perturbation_changes_each_clips_length_and_keeps_the_limit(tmp_path):
+    utts = _clips(tmp_path, [2.0, 3.0, 1.5, 2.5, 4.0, 2.0])
+    plain = pack_windows(utts, tmp_path / "plain", max_s=28.0, seed=1)
+    fast = pack_windows(utts, tmp_path / "fast", max_s=28.0, seed=1, speed=(1.2, 1.5))
+    speeds = {i: f for w in fast for i, f in zip(w.extra["joined_ids"], w.extra["speeds"], strict=True)}
+    assert sorted(speeds) == sorted(u.id for u in utts) and all(1.2 <= f <= 1.5 for f in speeds.values())
+    assert sum(w.duration for w in fast) < sum(w.duration for w in plain)
+    assert all("speeds" not in w.extra for w in plain)
+    # one clip alone: its new length is its duration over its speed (resampled, not cut)
+    alone = join_audio(utts[:1], tmp_path / "one.wav", 0.5, [1.25])
+    assert abs(alone.duration - 2.0 / 1.25) < 1e-3
+    long = _clips(tmp_path, [29.5], name="long")  # never slowed past one window
+    assert pack_windows(long, tmp_path / "slow", speed=(0.8, 0.8))[0].duration <= 30.0
+    with pytest.raises(ValueError, match="speed range"):
+        pack_windows(utts, tmp_path / "bad", speed=(1.1, 0.9))
+    with pytest.raises(ValueError, match="one speed in"):
+        join_audio(utts[:2], tmp_path / "bad.wav", 0.5, [1.0])
