@@ -42,7 +42,7 @@ METRIC_KEYS = (  # every key evaluate_manifest computes; ``extra`` may not reuse
     "wer", "cer", "num_utts", "num_ref_words", "num_ref_chars", "hits", "substitutions", "deletions",
     "insertions", "raw", "per_speaker", "rejected_hypotheses", "wer_ci95", "normalizer", "terms", "model",
     "manifest", "lang", "prompt", "batch_size", "decode_time_s", "audio_load_time_s", "audio_duration_s", "rtf",
-    "hallucinations", "confusions",
+    "hallucinations", "confusions", "empty_hypotheses",
 )
 
 
@@ -187,6 +187,8 @@ def evaluate_manifest(
     metrics["normalizer"] = {"name": normalizer.name, "settings": dict(normalizer.settings)}
     metrics["hallucinations"] = hallucinations(scores.utterances)
     metrics["confusions"] = confusions(scores.utterances)
+    # speech answered with nothing: the other side of the no-speech rule (a reply to a caller never given)
+    metrics["empty_hypotheses"] = sum(1 for u in scores.utterances if u.reference.strip() and not u.hypothesis.strip())
     if term_list is not None:
         metrics["terms"] = term_recall(refs, hyps, term_list, normalizer, ids=ids).to_json()
     metrics.update({

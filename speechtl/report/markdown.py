@@ -181,23 +181,39 @@ def _forgetting(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
-NONSPEECH_HEADER = ["system", "clips with words", "share", "most written words"]
+NONSPEECH_HEADER = ["system", "clips with words", "share", "most written words", "speech clips with no words"]
 NONSPEECH_NOTE = ("Held-out clips without speech (silence, noise, hum, tones, call-progress and keypad tones, babble, "
                   "music, a lossy line; synthetic, made in code). The right transcript is empty: every clip with a "
                   "word is a reply to nobody.")
 
 
 def nonspeech_rows(payload: dict[str, Any]) -> tuple[list[list[str]], str | None]:
-    """Rows of the no-speech table and the verdict on the adapted model (None without both systems)."""
+    """Rows of the no-speech table and the verdict on the adapted model (None without both systems).
+
+    Each row also counts the other side of the rule: speech clips of the system's test sets answered with no
+    word at all."""
     systems = (payload.get("nonspeech") or {}).get("systems") or {}
+    silent = {system: _silent_speech(payload, system) for system in systems}
     rows = [[system, f"{m['clips_with_words']} of {m['num_clips']}", pct(m["share_with_words"]),
-             ", ".join(f"{w} ({n})" for w, n in m["top_words"][:5]) or "—"] for system, m in systems.items()]
+             ", ".join(f"{w} ({n})" for w, n in m["top_words"][:5]) or "—",
+             f"{silent[system][0]} of {silent[system][1]}" if silent[system][1] else "—"]
+            for system, m in systems.items()]
     base, adapted = systems.get("baseline"), systems.get("adapted")
     if not (base and adapted):
         return rows, None
     rise = adapted["clips_with_words"] - base["clips_with_words"]
-    return rows, (f"Regression: {rise} more clips with words than the baseline." if rise > 0
-                  else "Adapted: no more clips with words than the baseline.")
+    lost = silent["adapted"][0] - silent["baseline"][0]
+    problems = ([f"{rise} more clips with words than the baseline"] if rise > 0 else []) + (
+        [f"{lost} more speech clips answered with no words than the baseline"] if lost > 0 else [])
+    return rows, ("Regression: " + "; ".join(problems) + "." if problems
+                  else "Adapted: no more clips with words, and no more silent answers to speech, than the baseline.")
+
+
+def _silent_speech(payload: dict[str, Any], system: str) -> tuple[int, int]:
+    """(speech clips with an empty hypothesis, speech clips) over the system's evaluated sets."""
+    sets = (payload.get("evaluations") or {}).get(system) or {}
+    scored = [m for m in sets.values() if "empty_hypotheses" in m]
+    return sum(m["empty_hypotheses"] for m in scored), sum(m["num_utts"] for m in scored)
 
 
 def _nonspeech(payload: dict[str, Any]) -> list[str]:

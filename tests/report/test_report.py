@@ -247,3 +247,21 @@ def test_eval_folders_that_do_not_match_are_reported_not_compared(run, tmp_path)
     assert "utterance g3 is scored in a but not in b" in payload["comparison_errors"][0]["error"]
     assert FORGETTING not in payload["comparisons"] and PRIMARY in payload["comparisons"]
     assert "adapted vs baseline on gen/test: not compared" in (copy / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_no_speech_table_counts_speech_answered_with_nothing(tmp_path):
+    from speechtl.report.markdown import nonspeech_rows
+
+    utts = _utts(GEN, "bob")
+    answers = {"g1": "marque uno para ventas", "g2": "", "g3": "  "}
+    metrics = evaluate_manifest(DictTranscriber(answers), utts, tmp_path / "e", lang="es")
+    assert metrics["empty_hypotheses"] == 2 and metrics["num_utts"] == 3
+    clips = {"clips_with_words": 1, "num_clips": 8, "share_with_words": 0.125, "top_words": [["y", 1]]}
+    payload = {"nonspeech": {"systems": {"baseline": clips, "adapted": {**clips, "clips_with_words": 0}}},
+               "evaluations": {"baseline": {"gen/test": {"empty_hypotheses": 0, "num_utts": 3}},
+                               "adapted": {"gen/test": metrics}}}
+    rows, verdict = nonspeech_rows(payload)
+    assert [r[-1] for r in rows] == ["0 of 3", "2 of 3"]
+    assert verdict == "Regression: 2 more speech clips answered with no words than the baseline."
+    payload["evaluations"]["adapted"]["gen/test"] = {"empty_hypotheses": 0, "num_utts": 3}
+    assert nonspeech_rows(payload)[1].startswith("Adapted: no more clips with words, and no more silent")
