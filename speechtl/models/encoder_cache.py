@@ -8,9 +8,10 @@ memmap and training reads it back instead of running those layers.
 A cache directory belongs to one *model key* (a hash of the frozen weights,
 the stage they stop at, the compute precision and the feature settings; see
 :func:`model_key`), so other weights never read it. Inside, a row is found by
-its *utterance key*: the id plus the audio file's resolved path, size and
-modification time; an edited audio file gets a new key and its row is
-recomputed, the old one is never read again.
+its *utterance key*: the id plus the sha256 of the audio file's bytes. An
+edited audio file gets a new key and its row is recomputed (the old one is
+never read again); the same bytes written again (data prepared anew, another
+run folder with ``train.cache_dir`` pointing here) keep their key and row.
 
 The directory holds shards, each a ``NAME.f16`` memmap plus ``NAME.json``
 (the keys of its rows, in order, and a blake2b digest of each row's bytes).
@@ -40,7 +41,7 @@ import numpy as np
 
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import Utterance
-from speechtl.fsio import atomic_write_text
+from speechtl.fsio import atomic_write_text, file_sha256
 from speechtl.models.encoder_stages import num_encoder_stages
 from speechtl.models.whisper import token_budget
 
@@ -49,15 +50,21 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the layout or the meaning of a row changes
 
 
+_file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file is hashed once
+
+
 def utterance_key(utt: Utterance) -> str:
-    """Key of an utterance's row: id + resolved audio path + file size + mtime (ns)."""
+    """Key of an utterance's row: its id + the sha256 of its audio file's bytes."""
     path = Path(utt.audio_filepath).resolve()
     try:
         st = path.stat()
     except OSError as exc:
         raise FileNotFoundError(f"id={utt.id}: field 'audio_filepath' {path} cannot be read ({exc.strerror})") from exc
-    raw = f"{utt.id}\n{path}\n{st.st_size}\n{st.st_mtime_ns}"
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _file_digests.get(stamp)
+    if digest is None:
+        digest = _file_digests[stamp] = file_sha256(path)
+    return hashlib.sha256(f"{utt.id}\n{digest}".encode()).hexdigest()[:32]
 
 
 def row_digest(row: np.ndarray) -> str:

@@ -149,7 +149,17 @@ def test_encoder_cache_hits_and_invalidation(tiny, corpus, tmp_path):
     assert (stats.hits, stats.built) == (4, 0)
     assert np.array_equal(again.rows(range(4)), rows.rows(range(4)))
 
-    write_tone(Path(utts[1].audio_filepath), 3000, 0.9)  # edited audio: new size and mtime
+    # the same bytes elsewhere (data prepared anew, another run folder) keep their rows
+    copies = []
+    for u in utts:
+        copy = tmp_path / "again" / Path(u.audio_filepath).name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(Path(u.audio_filepath).read_bytes())
+        copies.append(dataclasses.replace(u, audio_filepath=str(copy)))
+    moved, stats = cache_whisper_encoder(asr, copies, stage, root, precision="no")
+    assert (stats.hits, stats.built) == (4, 0) and np.array_equal(moved.rows(range(4)), rows.rows(range(4)))
+
+    write_tone(Path(utts[1].audio_filepath), 3000, 0.9)  # edited audio: other bytes
     edited, stats = cache_whisper_encoder(asr, utts, stage, root, precision="no")
     assert (stats.hits, stats.built) == (3, 1)
     assert not np.array_equal(edited[1], rows[1]) and np.array_equal(edited[2], rows[2])
