@@ -245,13 +245,7 @@ def _combine(recipe: RecipeConfig, prepared: dict[str, dict[str, Path]], split_n
     if not utts:
         raise ConfigError(f"no source uses its {split_name} split; set data.sources.NAME.use")
     if extra is not None:
-        more = read_manifest(extra)
-        if pack:  # packed speech makes long items: the clips without speech are packed too, so the no-speech
-            # decision cannot key on how much of the window is padding
-            more = pack_windows(more, out.parent / "nonspeech" / "packed", max_s=max(
-                s.pack_train_s for s in recipe.sources if s.pack_train_s is not None), seed=recipe.seed,
-                prefix="nonspeech-packed")
-        utts.extend(more)
+        utts.extend(read_manifest(extra))
     write_jsonl(out, utts)
     return out
 

@@ -58,10 +58,7 @@ def join_audio(group: Sequence[Utterance], path: Path | str, pause_s: float,
     extra: dict = {"joined_ids": [u.id for u in group]}
     if any(f != 1.0 for f in speeds):
         extra["speeds"] = [round(f, 4) for f in speeds]
-    if all(u.extra.get("nonspeech") for u in group):  # clips without speech joined: still none
-        extra["nonspeech"] = True
-    text = " ".join(u.text.strip() for u in group if u.text.strip())
-    return Utterance(id=path.stem, audio_filepath=str(path.resolve()), text=text,
+    return Utterance(id=path.stem, audio_filepath=str(path.resolve()), text=" ".join(u.text for u in group),
                      duration=round(len(samples) / SAMPLE_RATE, 4),
                      speaker=speakers.pop() if len(speakers) == 1 else "mixed", lang=group[0].lang, extra=extra)
 
