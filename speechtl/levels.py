@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+WINDOW_S = 30.0  # one Whisper window: the longest audio the encoder reads at once
 _FRAME_S = 0.010  # frame length for trimming energies
 _LEVEL_FRAME = 160  # samples per frame for the level gate (10 ms at 16 kHz)
 _LEVEL_ABS_GATE_DB = -70.0  # frames quieter than this (dBFS) never count as speech
@@ -24,7 +25,7 @@ def _frame_energies(samples: np.ndarray, frame: int) -> np.ndarray:
     return energies
 
 
-def window_bounds(samples: np.ndarray, sample_rate: int, max_s: float = 30.0,
+def window_bounds(samples: np.ndarray, sample_rate: int, max_s: float = WINDOW_S,
                   search_s: float = 6.0) -> list[tuple[int, int]]:
     """Cut long audio into windows of at most ``max_s``, each cut at the quietest 20 ms within ``search_s``
     before the limit (a pause between words, where there is one): ``[(start, stop), ...]`` in samples."""

@@ -26,9 +26,9 @@ import numpy as np
 
 from speechtl import audio
 from speechtl.data.manifest import Utterance
+from speechtl.levels import WINDOW_S
 
 SAMPLE_RATE = audio.TARGET_SAMPLE_RATE
-WINDOW_S = 30.0  # one Whisper window
 
 
 def join_audio(group: Sequence[Utterance], path: Path | str, pause_s: float,

@@ -24,10 +24,9 @@ import numpy as np
 from speechtl import audio
 from speechtl.data.joining import join_audio
 from speechtl.data.manifest import Utterance
-from speechtl.levels import window_bounds
+from speechtl.levels import WINDOW_S, window_bounds
 
 SAMPLE_RATE = audio.TARGET_SAMPLE_RATE
-WINDOW_S = 30.0
 
 
 def join_utterances(utts: Sequence[Utterance], out_dir: Path | str, *, min_s: float = 60.0, max_s: float = 180.0,

@@ -8,7 +8,6 @@ import zlib
 from dataclasses import dataclass
 
 SAMPLE_RATE = 16000
-WINDOW_S = 30.0  # Whisper's window
 
 
 class RequestError(ValueError):

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.levels import window_bounds
+from speechtl.levels import WINDOW_S, window_bounds
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.models.whisper import WhisperASR
 from speechtl.runtimes.transcript import (
     SAMPLE_RATE,
-    WINDOW_S,
     RequestError,
     Segment,
     Transcript,
