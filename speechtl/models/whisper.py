@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.levels import WINDOW_S
 from speechtl.models.encoder_stages import run_encoder
 from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
 
@@ -388,15 +389,27 @@ class WhisperCollator:
     here, SpecAugment applied when configured) or a cached encoder row
     otherwise (SpecAugment then masks the row: :func:`hidden_spec_augment`).
     Returns ``encoder_input``, ``decoder_input_ids``, ``labels`` and ``index``
-    (the dataset positions, for bookkeeping).
+    (the dataset positions, for bookkeeping). With ``keep_padding_s`` set it
+    adds ``encoder_frames``: the encoder positions that cover the batch's
+    longest clip plus that many seconds of the window's padding (all of them
+    when a clip's length is unknown).
     """
 
     def __init__(self, asr: WhisperASR, *, num_prefix: int, from_audio: bool,
-                 spec: SpecAugmentConfig | None = None) -> None:
+                 spec: SpecAugmentConfig | None = None, keep_padding_s: float | None = None) -> None:
         self.asr = asr
         self.num_prefix = num_prefix
         self.from_audio = from_audio
         self.spec = spec
+        self.keep_padding_s = keep_padding_s
+
+    def encoder_frames(self, seconds: list[float | None]) -> int:
+        """Encoder positions covering the longest of ``seconds`` plus ``keep_padding_s`` (the window at most)."""
+        positions = self.asr.model.config.max_source_positions
+        if self.keep_padding_s is None or any(s is None for s in seconds):
+            return positions
+        per_second = positions / WINDOW_S
+        return min(positions, math.ceil((max(seconds, default=0.0) + self.keep_padding_s) * per_second))
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         torch, _ = _deps()
@@ -414,7 +427,10 @@ class WhisperCollator:
                                           n_mels=self.asr.feature_extractor.feature_size)
         labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id,
                                      no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
-        return {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
+        batch = {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
+        if self.keep_padding_s is not None:
+            batch["encoder_frames"] = self.encoder_frames([e.get("seconds") for e in examples])
+        return batch
 
 
 # ------------------------------------------------------------------ configs and random models

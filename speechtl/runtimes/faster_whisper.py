@@ -14,6 +14,7 @@ the features the model was trained on; longer audio is decoded as it is, window 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +52,20 @@ class FasterWhisper:
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
-        """One greedy transcript per 16 kHz mono clip, as evaluation scores it."""
-        out = []
-        for audio in audios:
+        """One greedy transcript per 16 kHz mono clip, as evaluation scores it; up to ``max_concurrency`` clips
+        at once (one per worker of the model)."""
+
+        def one(audio: np.ndarray) -> str:
             segments, _ = self.model.transcribe(self._audio(audio), language=lang, task="transcribe",
                                                 beam_size=1, best_of=1, temperature=0.0, initial_prompt=prompt,
                                                 condition_on_previous_text=False, without_timestamps=True,
                                                 vad_filter=False)
-            out.append("".join(s.text for s in segments).strip())
-        return out
+            return "".join(s.text for s in segments).strip()
+
+        if self.max_concurrency == 1 or len(audios) < 2:
+            return [one(audio) for audio in audios]
+        with ThreadPoolExecutor(min(self.max_concurrency, len(audios))) as pool:
+            return list(pool.map(one, audios))
 
     def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                    temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:

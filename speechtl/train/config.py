@@ -59,6 +59,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # no | bf16 | fp16 | auto (bf16 where the CPU or GPU has it, fp16 on older GPUs)
     cache_encoder: bool = True  # cache the frozen encoder prefix on disk (fp16 memmap); False = recompute each step
     cache_dir: str | None = None  # encoder cache root; None = out_dir/encoder_cache
+    keep_padding_s: float | None = None  # seq2seq: trainable encoder layers and the decoder see the batch's longest
+    # clip plus this much of the 30-s window's padding (fewer frames, faster steps); None = the whole window
     cache_batch_size: int = 8  # utterances per encoder batch while building the cache
     bucket_batches: int = 50  # batches per length-sorting window (1 = random batches, no sorting)
     max_train_time_s: float | None = None  # wall-clock budget of this call's loop (evaluations in, cache build out)
@@ -118,6 +120,7 @@ class TrainConfig:
         number("weight_decay", 0, False)
         number("max_grad_norm", 0, True, optional=True)
         number("max_train_time_s", 0, True, optional=True)
+        number("keep_padding_s", 0, False, optional=True)
         for name in ("freeze_embeddings", "eval_at_start", "spec_augment", "cache_encoder"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be true or false")

@@ -70,7 +70,8 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
     return TrainParts(
         module=module, param_groups=param_groups(module, config.weight_decay),
         dataset=TrainSet(train_utts, tokens, rows, sampler),
-        collator=WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec), sampler=sampler,
+        collator=WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec,
+                                 keep_padding_s=config.keep_padding_s), sampler=sampler,
         train_ids=[u.id for u in train_utts], decode_dev=decode_dev, export_best=export_best,
         trainable_params=setup.trainable_params, total_params=setup.total_params, cache_stage=cache_stage,
         cache_build_s=cache_s)
@@ -84,8 +85,10 @@ def _module_class() -> type:
         """Loss of a Whisper model whose encoder input enters at ``start_stage``.
 
         Stages ``[start_stage, grad_stage)`` are frozen and run without
-        autograd; the rest of the encoder and the decoder run with it. The
-        output projection only runs at positions that have a label.
+        autograd; the rest of the encoder and the decoder run with it, on the
+        first ``encoder_frames`` positions when that is given (the padding
+        after them left out: see ``TrainConfig.keep_padding_s``). The output
+        projection only runs at positions that have a label.
         """
 
         def __init__(self, whisper: Any, start_stage: int, grad_stage: int) -> None:
@@ -94,15 +97,21 @@ def _module_class() -> type:
             self.start_stage = start_stage
             self.grad_stage = max(grad_stage, start_stage)
 
-        def encoder_output(self, encoder_input: Any) -> Any:
+        def encoder_output(self, encoder_input: Any, frames: int | None = None) -> Any:
             x = encoder_input
             if self.start_stage < self.grad_stage:
                 with torch.no_grad():
                     x = run_encoder(self.whisper, x, self.start_stage, self.grad_stage)
-            return run_encoder(self.whisper, x, self.grad_stage, num_encoder_stages(self.whisper))
+            start = self.grad_stage
+            if frames is not None:
+                if start == 0:  # a trainable conv stem still needs the whole window
+                    x, start = run_encoder(self.whisper, x, 0, 1), 1
+                x = x[:, :frames]
+            return run_encoder(self.whisper, x, start, num_encoder_stages(self.whisper))
 
-        def forward(self, encoder_input: Any, decoder_input_ids: Any, labels: Any) -> Any:
-            hidden = self.encoder_output(encoder_input)
+        def forward(self, encoder_input: Any, decoder_input_ids: Any, labels: Any,
+                    encoder_frames: int | None = None) -> Any:
+            hidden = self.encoder_output(encoder_input, encoder_frames)
             out = self.whisper.model.decoder(input_ids=decoder_input_ids, encoder_hidden_states=hidden,
                                              use_cache=False)
             mask = labels != -100

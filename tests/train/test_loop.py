@@ -24,7 +24,7 @@ from tone_corpus import tone_rows, write_tone  # noqa: E402
 from speechtl.data.manifest import read_manifest, write_jsonl  # noqa: E402
 from speechtl.models.encoder_cache import cache_whisper_encoder  # noqa: E402
 from speechtl.models.encoder_stages import num_encoder_stages
-from speechtl.models.whisper import WhisperASR, save_random_whisper
+from speechtl.models.whisper import WhisperASR, WhisperCollator, save_random_whisper
 from speechtl.text.normalize import get_normalizer  # noqa: E402
 from speechtl.train.batches import LengthBucketSampler  # noqa: E402
 from speechtl.train.config import TrainConfig  # noqa: E402
@@ -389,3 +389,39 @@ def test_two_processes_share_data_and_end_equal(tiny, corpus, tmp_path):
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     assert ranks[0]["best_dev_wer"] == ranks[1]["best_dev_wer"]
     assert (tmp_path / "out" / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("grad_stage", [0, 2])
+def test_trimmed_padding_is_never_seen(tiny, grad_stage):
+    """With encoder_frames, the loss reads only those positions: what lies after them does not change it."""
+    asr = WhisperASR.load(tiny)
+    module = train_module(asr.model, 0, grad_stage).eval()
+    positions = asr.model.config.max_source_positions
+    feats = torch.randn(2, 80, 2 * positions)
+    dec = torch.tensor([asr.prefix_tokens("es") + [80, 81]] * 2)
+    labels = torch.cat([dec[:, 1:], torch.full((2, 1), asr.eot_id)], dim=1)
+    hidden = module.encoder_output(feats)
+    assert torch.equal(module.encoder_output(feats, positions), hidden)  # the whole window: no change
+    trimmed = module.encoder_output(feats, 10)
+    assert trimmed.shape == (2, 10, hidden.shape[-1]) and not torch.allclose(trimmed, hidden[:, :10])
+    if grad_stage:  # a cached input: positions past the trim are never read
+        rows = torch.randn(2, positions, asr.model.config.d_model)  # hidden states entering stage 2
+        module = train_module(asr.model, 2, grad_stage).eval()
+        noisy = rows.clone()
+        noisy[:, 10:] = torch.randn_like(noisy[:, 10:]) * 100
+        assert torch.allclose(module(rows, dec, labels, encoder_frames=10), module(noisy, dec, labels, encoder_frames=10))
+        assert not torch.allclose(module(rows, dec, labels), module(noisy, dec, labels))
+
+
+def test_collator_keeps_the_longest_clip_plus_the_padding_asked_for(tiny):
+    asr = WhisperASR.load(tiny)
+    positions = asr.model.config.max_source_positions  # over a 30-s window
+    tokens = asr.token_sequences(["hola", "adiós"], "es")
+    rows = [{"index": i, "input": np.zeros((positions, 8), np.float16), "tokens": t, "epoch": 0, "seconds": s}
+            for i, (t, s) in enumerate(zip(tokens, [2.0, 4.5]))]
+    assert "encoder_frames" not in WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)
+    batch = WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(rows)
+    assert batch["encoder_frames"] == int(np.ceil(5.5 * positions / 30))
+    assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=40.0)(rows)["encoder_frames"] == positions
+    rows[0]["seconds"] = None  # a clip of unknown length: the whole window
+    assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(rows)["encoder_frames"] == positions
