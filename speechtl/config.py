@@ -162,12 +162,16 @@ class InterpolateConfig:
 
     enabled: bool = True  # Whisper route; the CTC route's new head has no base weights to interpolate with
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of the adapted model: 0 = base, 1 = adapted
-    # every candidate decodes the dev split of each source the run uses for dev; the lowest mean of those
+    # a candidate decodes the dev split of each source the run uses for dev; the lowest mean of those
     # per-set WERs wins (a tie goes to the smaller alpha, nearer the base model)
+    search: str = "grid"  # grid: decode every alpha; descend: the smallest, then down from the largest while
+    # the mean falls (speechtl.train.interpolate.select_alpha)
 
     def __post_init__(self) -> None:
         if not self.alphas or any(not 0 <= a <= 1 for a in self.alphas):
             raise ConfigError(f"interpolate.alphas: {list(self.alphas)} must be non-empty numbers in [0, 1]")
+        if self.search not in ("grid", "descend"):
+            raise ConfigError(f"interpolate.search: {self.search!r} is not grid or descend")
 
 
 @dataclass(frozen=True)

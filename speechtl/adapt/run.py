@@ -331,7 +331,7 @@ class Run:
             return evaluate_manifest(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
                                      batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")["wer"]
 
-        choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_wer)
+        choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_wer, search=recipe.interpolate.search)
         alpha = choice["alpha"]
         self.notify(f"interpolate: alpha {alpha:.2f} of the adapted weights, by mean dev WER over "
                     f"{', '.join(dev_sets)} ("

@@ -131,6 +131,9 @@ def interpolation_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[st
                          for ref in choice["dev_sets"]), "mean dev WER", ""]
     rows = [[f"{c['alpha']:.2f}", *(pct(c["dev_wer"][ref]) for ref in choice["dev_sets"]), pct(c["mean_dev_wer"]),
              "**kept**" if c["alpha"] == choice["alpha"] else ""] for c in choice["candidates"]]
+    for alpha in choice.get("skipped", []):  # the descending search stopped before them
+        rows.append([f"{alpha:.2f}", *("not decoded" for _ in choice["dev_sets"]), "not decoded", ""])
+    rows.sort(key=lambda row: float(row[0]))
     return header, rows
 
 

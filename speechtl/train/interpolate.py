@@ -11,10 +11,11 @@ decode of the dev sets per candidate alpha.
   tensors and ``alpha=1`` the adapted ones exactly, and a tensor the two models
   share (a frozen layer) is returned untouched, so encoder-cache rows keyed on
   the frozen weights stay valid.
-- :func:`select_alpha` decodes every candidate on the dev sets it is given
+- :func:`select_alpha` decodes candidates on the dev sets it is given
   (never a test set: it is not handed one) and keeps the lowest mean of the
   per-set WERs, each set weighing the same whatever its size; a tie goes to
-  the smaller alpha, nearer the base model.
+  the smaller alpha, nearer the base model. It decodes the whole grid, or
+  descends from the largest alpha while the mean falls (fewer decodes).
 - :class:`Interpolator` holds one working Whisper whose weights it sets to
   any alpha, and writes the chosen one as a plain transformers directory.
 """
@@ -31,6 +32,8 @@ from speechtl.fsio import swap_dir
 from speechtl.models.whisper import WhisperASR
 
 log = logging.getLogger(__name__)
+
+SEARCHES = ("grid", "descend")
 
 
 def interpolate(base: Mapping[str, Any], adapted: Mapping[str, Any], alpha: float) -> dict[str, Any]:
@@ -59,23 +62,47 @@ def interpolate(base: Mapping[str, Any], adapted: Mapping[str, Any], alpha: floa
 
 
 def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
-                 dev_wer: Callable[[float, str, Path], float]) -> dict[str, Any]:
-    """Decode each candidate on each dev set with ``dev_wer(alpha, ref, manifest)``; keep the lowest mean WER.
+                 dev_wer: Callable[[float, str, Path], float], *, search: str = "grid") -> dict[str, Any]:
+    """Decode candidates on each dev set with ``dev_wer(alpha, ref, manifest)``; keep the lowest mean WER.
 
-    Returns ``{"alpha": chosen, "candidates": [{"alpha", "dev_wer": {ref: wer}, "mean_dev_wer"}],
-    "dev_sets": [refs]}``.
+    ``search="grid"`` decodes every alpha. ``search="descend"`` decodes the smallest alpha (the base model,
+    whose decodes are cached), then walks down from the largest while the mean dev WER keeps falling and
+    stops at the first alpha that is no better: the grid's minimum when the curve has one valley, as WiSE-FT
+    curves do, for two or three decodes instead of all of them.
+
+    Returns ``{"alpha": chosen, "candidates": [{"alpha", "dev_wer": {ref: wer}, "mean_dev_wer"}] (the alphas
+    decoded, ascending), "dev_sets": [refs], "search": search, "skipped": [alphas not decoded]}``.
     """
     if not dev_sets:
         raise ValueError("select_alpha: no dev set to choose alpha on (a source must use its dev split)")
-    candidates = []
-    for alpha in sorted(set(float(a) for a in alphas)):
-        wers = {ref: float(dev_wer(alpha, ref, manifest)) for ref, manifest in dev_sets.items()}
-        mean = sum(wers.values()) / len(wers)
-        candidates.append({"alpha": alpha, "dev_wer": wers, "mean_dev_wer": mean})
-        log.info("interpolate: alpha %.2f, mean dev WER %.2f%% (%s)", alpha, 100 * mean,
-                 ", ".join(f"{ref} {100 * w:.1f}%" for ref, w in wers.items()))
+    if search not in SEARCHES:
+        raise ValueError(f"select_alpha: search {search!r} is not one of {SEARCHES}")
+    grid = sorted(set(float(a) for a in alphas))
+    scored: dict[float, dict[str, Any]] = {}
+
+    def mean_at(alpha: float) -> float:
+        if alpha not in scored:
+            wers = {ref: float(dev_wer(alpha, ref, manifest)) for ref, manifest in dev_sets.items()}
+            scored[alpha] = {"alpha": alpha, "dev_wer": wers, "mean_dev_wer": sum(wers.values()) / len(wers)}
+            log.info("interpolate: alpha %.2f, mean dev WER %.2f%% (%s)", alpha, 100 * scored[alpha]["mean_dev_wer"],
+                     ", ".join(f"{ref} {100 * w:.1f}%" for ref, w in wers.items()))
+        return scored[alpha]["mean_dev_wer"]
+
+    if search == "grid":
+        for alpha in grid:
+            mean_at(alpha)
+    else:
+        mean_at(grid[0])
+        walk = grid[:0:-1]  # the largest first, down to the second smallest
+        if walk:
+            mean_at(walk[0])
+        for upper, lower in zip(walk, walk[1:]):
+            if mean_at(upper) <= mean_at(lower):
+                break
+    candidates = [scored[a] for a in sorted(scored)]
     best = min(candidates, key=lambda c: (round(c["mean_dev_wer"], 9), c["alpha"]))
-    return {"alpha": best["alpha"], "candidates": candidates, "dev_sets": list(dev_sets)}
+    return {"alpha": best["alpha"], "candidates": candidates, "dev_sets": list(dev_sets), "search": search,
+            "skipped": [a for a in grid if a not in scored]}
 
 
 class Interpolator:

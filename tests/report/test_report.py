@@ -265,3 +265,13 @@ def test_the_no_speech_table_counts_speech_answered_with_nothing(tmp_path):
     assert verdict == "Regression: 2 more speech clips answered with no words than the baseline."
     payload["evaluations"]["adapted"]["gen/test"] = {"empty_hypotheses": 0, "num_utts": 3}
     assert nonspeech_rows(payload)[1].startswith("Adapted: no more clips with words, and no more silent")
+
+
+def test_alphas_the_descending_search_skipped_are_shown_as_not_decoded():
+    from speechtl.report.markdown import interpolation_rows
+
+    cand = [{"alpha": a, "dev_wer": {"m/dev": w}, "mean_dev_wer": w} for a, w in [(0.0, 0.35), (0.75, 0.24), (1.0, 0.22)]]
+    payload = {"interpolation": {"alpha": 1.0, "candidates": cand, "dev_sets": ["m/dev"], "skipped": [0.25, 0.5]}}
+    header, rows = interpolation_rows(payload)
+    assert [r[0] for r in rows] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert rows[1][1:3] == ["not decoded", "not decoded"] and rows[4][-1] == "**kept**"

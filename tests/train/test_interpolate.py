@@ -94,3 +94,25 @@ def test_interpolator_sets_weights_and_saves_a_loadable_model(tmp_path):
     assert torch.equal(mixed[enc], base_sd[enc])  # shared weights untouched: encoder caches stay valid
     assert torch.allclose(mixed[dec], (base_sd[dec] + trained_sd[dec]) / 2, atol=1e-6)
     assert not (tmp_path / ".mixed.tmp").exists() and not (tmp_path / ".mixed.old").exists()
+
+
+@pytest.mark.parametrize("curve, decoded, kept", [
+    ({0.0: 0.35, 0.25: 0.29, 0.5: 0.27, 0.75: 0.24, 1.0: 0.22}, [0.0, 0.75, 1.0], 1.0),  # falls to alpha 1
+    ({0.0: 0.21, 0.25: 0.16, 0.5: 0.126, 0.75: 0.12, 1.0: 0.133}, [0.0, 0.5, 0.75, 1.0], 0.75),  # one valley
+    ({0.0: 0.10, 0.25: 0.2, 0.5: 0.3, 0.75: 0.4, 1.0: 0.5}, [0.0, 0.25, 0.5, 0.75, 1.0], 0.0),  # the base wins
+])
+def test_descend_decodes_down_from_the_largest_alpha_while_the_mean_falls(curve, decoded, kept):
+    calls = []
+
+    def dev_wer(alpha, ref, manifest):
+        calls.append(alpha)
+        return curve[alpha]
+
+    choice = select_alpha(list(curve), {"d/dev": Path("x")}, dev_wer, search="descend")
+    assert sorted(set(calls)) == decoded and len(calls) == len(decoded)  # each alpha decoded once at most
+    assert [c["alpha"] for c in choice["candidates"]] == decoded and choice["alpha"] == kept
+    assert choice["skipped"] == [a for a in curve if a not in decoded] and choice["search"] == "descend"
+    grid = select_alpha(list(curve), {"d/dev": Path("x")}, lambda a, r, m: curve[a])
+    assert grid["alpha"] == kept and grid["skipped"] == []  # the grid agrees where the curve has one valley
+    with pytest.raises(ValueError, match="search 'golden'"):
+        select_alpha(list(curve), {"d/dev": Path("x")}, dev_wer, search="golden")
