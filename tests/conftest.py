@@ -12,7 +12,8 @@ if str(TESTS) not in sys.path:
 
 @pytest.fixture(autouse=True)
 def _own_stores(tmp_path_factory, monkeypatch):
-    """Each test gets an empty synthesis store and decode cache: what one test made never answers another,
+    """Each test gets an empty synthesis store, decode cache and encoder cache: what one test made never answers another,
     and the user's caches stay untouched."""
     monkeypatch.setenv("SPEECHTL_SYNTH_STORE", str(tmp_path_factory.mktemp("synth-store")))
     monkeypatch.setenv("SPEECHTL_DECODE_CACHE", str(tmp_path_factory.mktemp("decodes")))
+    monkeypatch.setenv("SPEECHTL_ENCODER_CACHE", str(tmp_path_factory.mktemp("encoder")))

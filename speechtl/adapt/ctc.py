@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from speechtl.audio import load as load_audio
+from speechtl.cache import encoder_cache_dir
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import Utterance, read_manifest, sentence_key
 from speechtl.data.synth.corpus import read_sentences
@@ -62,7 +63,7 @@ def transcriber(asr: Any, result: Any, recipe: RecipeConfig, run_dir: Path) -> A
     if not result.cache_stage:
         return asr
 
-    cache_dir = Path(recipe.train.cache_dir) if recipe.train.cache_dir else run_dir / "encoder_cache"
+    cache_dir = encoder_cache_dir(recipe.train.cache_dir, run_dir)
     return CachedEncoderTranscriber(asr, cache_dir, precision=result.mixed_precision, stage=result.cache_stage,
                                     batch_size=recipe.train.cache_batch_size)
 

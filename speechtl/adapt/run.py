@@ -23,6 +23,7 @@ import yaml
 from speechtl.adapt import heldout
 from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.adapt.data import RunData, prepare_data
+from speechtl.cache import encoder_cache_dir
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest, write_jsonl
 from speechtl.evaluate.decode import evaluate_manifest
@@ -142,7 +143,7 @@ class Run:
         t = time.perf_counter()
         recipe = self.recipe
         config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed, route=self.route,
-                                     cache_dir=recipe.train.cache_dir or str(self.run_dir / "encoder_cache"))
+                                     cache_dir=str(encoder_cache_dir(recipe.train.cache_dir, self.run_dir)))
         result = train(self.model.hf_dir, self.data.train_input, self.data.dev, self.run_dir / "checkpoints", config,
                        self.normalizer, resume=resume)
         self.notify(f"train {config.strategy}: {result.steps} steps, {result.wall_time_s:.0f} s, "
@@ -219,7 +220,7 @@ class Run:
         if stage is None or stage < 1 or not train_config.cache_encoder:
             return asr
         precision = resolve_mixed_precision(train_config.mixed_precision, asr.device)
-        cache_dir = Path(train_config.cache_dir) if train_config.cache_dir else self.run_dir / "encoder_cache"
+        cache_dir = encoder_cache_dir(train_config.cache_dir, self.run_dir)
         return CachedEncoderTranscriber(asr, cache_dir, precision=precision, stage=stage,
                                         batch_size=train_config.cache_batch_size,
                                         num_beams=self.recipe.eval.num_beams)

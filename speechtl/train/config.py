@@ -58,7 +58,7 @@ class TrainConfig:
     spec_freq_mask_bins: int = 10  # SpecAugment: widest frequency mask, in mel bins
     mixed_precision: str = "auto"  # no | bf16 | fp16 | auto (bf16 where the CPU or GPU has it, fp16 on older GPUs)
     cache_encoder: bool = True  # cache the frozen encoder prefix on disk (fp16 memmap); False = recompute each step
-    cache_dir: str | None = None  # encoder cache root; None = out_dir/encoder_cache
+    cache_dir: str | None = None  # encoder cache root; None = speechtl.cache.encoder_cache_dir (shared by runs)
     keep_padding_s: float | None = None  # seq2seq: trainable encoder layers and the decoder see the batch's longest
     # clip plus this much of the 30-s window's padding (fewer frames, faster steps); None = the whole window
     cache_batch_size: int = 8  # utterances per encoder batch while building the cache

@@ -22,8 +22,9 @@ Per run, in ``out_dir``:
   continues from it and ends where an uninterrupted run would have;
 - ``history.jsonl`` - step, loss, learning rate, dev WER, elapsed seconds,
   training utterances/s;
-- ``encoder_cache/`` - frozen encoder outputs (unless ``cache_dir`` says
-  elsewhere), see :mod:`speechtl.models.encoder_cache`.
+- frozen encoder outputs live in ``cache_dir``, by default the machine's
+  shared cache (:func:`speechtl.cache.encoder_cache_dir`,
+  :mod:`speechtl.models.encoder_cache`).
 
 Dev evaluation is greedy decoding of the whole dev manifest (shared between
 processes), scored by :func:`speechtl.evaluate.scoring.score` with the

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speechtl.cache import encoder_cache_dir
 from speechtl.models.encoder_cache import cache_whisper_encoder
 from speechtl.train.config import TrainConfig
 
@@ -89,7 +90,7 @@ def cached_rows(acc: Any, asr: Any, train_utts: list[Any], dev_utts: list[Any], 
         return None, None, 0.0
 
     rows, stats = cache_whisper_encoder(
-        asr, train_utts + dev_utts, stage, Path(config.cache_dir or out_dir / "encoder_cache"),
+        asr, train_utts + dev_utts, stage, encoder_cache_dir(config.cache_dir, out_dir),
         precision=precision, batch_size=config.cache_batch_size, rank=acc.process_index, world=acc.num_processes,
         barrier=acc.wait_for_everyone,
         progress=lambda done, total: emit(TrainEvent("cache", 0, 0, done=done, total=total)))
