@@ -392,8 +392,7 @@ class WhisperCollator:
     (the dataset positions, for bookkeeping). With ``keep_padding_s`` set it
     adds ``encoder_frames``: the encoder positions that cover the batch's
     longest clip plus that many seconds of the window's padding (all of them
-    when a clip's length is unknown, or when the batch holds a clip without
-    speech: the no-speech decision is learned on the window inference reads).
+    when a clip's length is unknown).
     """
 
     def __init__(self, asr: WhisperASR, *, num_prefix: int, from_audio: bool,
@@ -430,8 +429,7 @@ class WhisperCollator:
                                      no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
         batch = {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
         if self.keep_padding_s is not None:
-            seconds = [None if NO_SPEECH in e["tokens"] else e.get("seconds") for e in examples]
-            batch["encoder_frames"] = self.encoder_frames(seconds)
+            batch["encoder_frames"] = self.encoder_frames([e.get("seconds") for e in examples])
         return batch
 
 

@@ -423,8 +423,5 @@ def test_collator_keeps_the_longest_clip_plus_the_padding_asked_for(tiny):
     batch = WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(rows)
     assert batch["encoder_frames"] == int(np.ceil(5.5 * positions / 30))
     assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=40.0)(rows)["encoder_frames"] == positions
-    quiet = asr.token_sequences(["hola", ""], "es", ids=["a", "b"], empty_ok=[False, True])[1]
-    with_quiet = [rows[0], {**rows[1], "tokens": quiet}]  # a clip without speech: the window inference reads
-    assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(with_quiet)["encoder_frames"] == positions
     rows[0]["seconds"] = None  # a clip of unknown length: the whole window
     assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(rows)["encoder_frames"] == positions
