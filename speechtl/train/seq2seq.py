@@ -12,9 +12,10 @@ from typing import Any
 
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import QuarantineRecord, Utterance, validate, write_jsonl
+from speechtl.models.collate import WhisperCollator, no_speech_aware_loss
 from speechtl.models.encoder_stages import num_encoder_stages, run_encoder
 from speechtl.models.specaugment import SpecAugmentConfig
-from speechtl.models.whisper import LabelTooLong, WhisperASR, WhisperCollator, no_speech_aware_loss, token_budget
+from speechtl.models.whisper import LabelTooLong, WhisperASR, token_budget
 from speechtl.train.batches import LengthBucketSampler, TrainSet
 from speechtl.train.config import TrainConfig
 from speechtl.train.lora import merge_lora_state_dict

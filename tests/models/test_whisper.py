@@ -10,18 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from speechtl.models.collate import NO_SPEECH, WhisperCollator, collate_tokens, no_speech_aware_loss
 from speechtl.models.encoder_stages import num_encoder_stages
 from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
-from speechtl.models.whisper import (
-    NO_SPEECH,
-    LabelTooLong,
-    WhisperASR,
-    WhisperCollator,
-    collate_tokens,
-    complete_generation_config,
-    no_speech_aware_loss,
-    save_random_whisper,
-)
+from speechtl.models.whisper import LabelTooLong, WhisperASR, complete_generation_config, save_random_whisper
 
 SR = 16000
 

@@ -22,9 +22,10 @@ from safetensors.torch import load_file  # noqa: E402
 from tone_corpus import tone_rows, write_tone  # noqa: E402
 
 from speechtl.data.manifest import read_manifest, write_jsonl  # noqa: E402
+from speechtl.models.collate import WhisperCollator
 from speechtl.models.encoder_cache import cache_whisper_encoder  # noqa: E402
 from speechtl.models.encoder_stages import num_encoder_stages
-from speechtl.models.whisper import WhisperASR, WhisperCollator, save_random_whisper
+from speechtl.models.whisper import WhisperASR, save_random_whisper
 from speechtl.text.normalize import get_normalizer  # noqa: E402
 from speechtl.train.batches import LengthBucketSampler  # noqa: E402
 from speechtl.train.config import TrainConfig  # noqa: E402

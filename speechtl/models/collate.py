@@ -1,0 +1,112 @@
+"""Training batches for Whisper: decoder labels from token sequences (:func:`collate_tokens`), the loss that
+reads the no-speech label (:func:`no_speech_aware_loss`) and the collator that turns dataset examples into
+batches (:class:`WhisperCollator`). The model itself is :class:`speechtl.models.whisper.WhisperASR`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from speechtl.levels import WINDOW_S
+from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
+
+NO_SPEECH = -2  # last "token" of a clip without speech in token_sequences; a label: no word is likely (uniform)
+
+
+def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, *,
+                   no_speech_id: int | None = None) -> tuple[Any, Any]:
+    """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot`` (or, for a clip without
+    speech, ``prefix + [NO_SPEECH]``).
+
+    ``decoder_input_ids`` is each sequence without its last token, padded with
+    ``pad_id``; ``labels`` is the sequence shifted left, with the forced prefix
+    positions and the padding set to -100. With ``no_speech_id`` (a model whose
+    no-speech rule is on) the token after ``<|startoftranscript|>`` is trained
+    too: the language for speech, the no-speech token for a clip without any,
+    whose label after the prefix is NO_SPEECH (the loss reads it as a uniform
+    target); so the no-speech probability the rule reads learns both sides.
+    """
+    import torch
+
+    width = max(len(s) for s in seqs) - 1
+    dec = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    lab = torch.full((len(seqs), width), -100, dtype=torch.long)
+    first = 0 if no_speech_id is None else 1
+    for i, seq in enumerate(seqs):
+        n = len(seq) - 1
+        dec[i, :n] = torch.as_tensor(seq[:-1])
+        lab[i, :n] = torch.as_tensor(seq[1:])
+        lab[i, first:num_prefix - 1] = -100
+        if seq[-1] == NO_SPEECH:
+            if no_speech_id is None:
+                raise ValueError(f"row {i}: a no-speech target needs the model's no-speech token")
+            lab[i, 0] = no_speech_id
+    return lab, dec
+
+
+def no_speech_aware_loss(logits: Any, labels: Any) -> Any:
+    """Mean loss of ``logits`` (n, vocab) against ``labels`` (n,): cross-entropy, except where the label is
+    NO_SPEECH, whose target is the uniform distribution (no token is likely); there the loss is KL(uniform ||
+    model), zero when every token is as likely, so the logged loss stays comparable to cross-entropy."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    unsure = labels == NO_SPEECH
+    picked = logp.gather(1, labels.clamp(min=0)[:, None])[:, 0]
+    uniform = logp.mean(dim=-1) + math.log(logp.shape[-1])  # minus KL(uniform || model)
+    return -torch.where(unsure, uniform, picked).mean()
+
+
+class WhisperCollator:
+    """Training batches from examples ``{"index", "input", "tokens", "epoch"}``.
+
+    ``input`` is 16 kHz audio when ``from_audio`` (log-mel features are computed
+    here, SpecAugment applied when configured) or a cached encoder row
+    otherwise (SpecAugment then masks the row: :func:`hidden_spec_augment`).
+    Returns ``encoder_input``, ``decoder_input_ids``, ``labels`` and ``index``
+    (the dataset positions, for bookkeeping). With ``keep_padding_s`` set it
+    adds ``encoder_frames``: the encoder positions that cover the batch's
+    longest clip plus that many seconds of the window's padding (all of them
+    when a clip's length is unknown).
+    """
+
+    def __init__(self, asr: Any, *, num_prefix: int, from_audio: bool,
+                 spec: SpecAugmentConfig | None = None, keep_padding_s: float | None = None) -> None:
+        self.asr = asr
+        self.num_prefix = num_prefix
+        self.from_audio = from_audio
+        self.spec = spec
+        self.keep_padding_s = keep_padding_s
+
+    def encoder_frames(self, seconds: list[float | None]) -> int:
+        """Encoder positions covering the longest of ``seconds`` plus ``keep_padding_s`` (the window at most)."""
+        positions = self.asr.model.config.max_source_positions
+        if self.keep_padding_s is None or any(s is None for s in seconds):
+            return positions
+        per_second = positions / WINDOW_S
+        return min(positions, math.ceil((max(seconds, default=0.0) + self.keep_padding_s) * per_second))
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        index = torch.as_tensor([e["index"] for e in examples], dtype=torch.long)
+        if self.from_audio:
+            enc = self.asr.features([e["input"] for e in examples])
+            if self.spec is not None:
+                frames = [math.ceil(len(e["input"]) / self.asr.feature_extractor.hop_length) for e in examples]
+                enc = spec_augment(enc, frames, self.spec, [(e["epoch"], e["index"]) for e in examples])
+        else:
+            enc = torch.from_numpy(np.stack([np.asarray(e["input"]) for e in examples])).to(torch.float32)
+            if self.spec is not None:
+                enc = hidden_spec_augment(enc, [e.get("seconds") for e in examples], self.spec,
+                                          [(e["epoch"], e["index"]) for e in examples],
+                                          n_mels=self.asr.feature_extractor.feature_size)
+        labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id,
+                                     no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
+        batch = {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
+        if self.keep_padding_s is not None:
+            batch["encoder_frames"] = self.encoder_frames([e.get("seconds") for e in examples])
+        return batch
