@@ -23,6 +23,7 @@ import yaml
 from speechtl.adapt import heldout
 from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.adapt.data import RunData, prepare_data
+from speechtl.adapt.progress import progress_printer
 from speechtl.cache import encoder_cache_dir
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest, write_jsonl
@@ -135,7 +136,7 @@ class Run:
         paths = (self.data.train_input, self.data.dev, *self.data.sets.values())
         everything = [u for path in paths for u in read_manifest(path)]
         unique = list({u.id + "\0" + u.audio_filepath: u for u in everything}.values())
-        stats = baseline.prepare(unique)
+        stats = baseline.prepare(unique, progress=progress_printer("encoder cache", self.notify))
         self.notify(f"encoder cache: {len(unique)} utterances, {stats.built} computed in {stats.build_s:.0f} s "
                     f"({baseline.precision}) -> {baseline.root}")
 

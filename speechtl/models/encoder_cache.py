@@ -278,7 +278,9 @@ class EncoderCache:
             seconds += self.build([utts[i] for i in still], compute, batch_size=batch_size, tag=f"r{rank}-local",
                                   progress=progress)
             built += len(still)
-        log.info("encoder cache %s: %d hits, %d built here", self.dir, hits, built)
+        # a decoding batch that finds every row is not news (one line per batch drowned the log)
+        log.log(logging.INFO if built else logging.DEBUG, "encoder cache %s: %d hits, %d built here", self.dir,
+                hits, built)
         return self.open(utts), CacheStats(hits=hits, built=built, build_s=seconds)
 
 
