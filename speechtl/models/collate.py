@@ -16,14 +16,16 @@ from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, 
 NO_SPEECH = -2  # last "token" of a clip without speech in token_sequences; a label: no word is likely (uniform)
 
 
-def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, *,
+def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int | Sequence[int], pad_id: int, *,
                    no_speech_id: int | None = None) -> tuple[Any, Any]:
     """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot`` (or, for a clip without
     speech, ``prefix + [NO_SPEECH]``).
 
     ``decoder_input_ids`` is each sequence without its last token, padded with
     ``pad_id``; ``labels`` is the sequence shifted left, with the forced prefix
-    positions and the padding set to -100. With ``no_speech_id`` (a model whose
+    positions and the padding set to -100. ``num_prefix`` is the prefix length
+    of every row, or one per row (a timestamped target has no
+    ``<|notimestamps|>``, so its prefix is a token shorter). With ``no_speech_id`` (a model whose
     no-speech rule is on) the token after ``<|startoftranscript|>`` is trained
     too: the language for speech, the no-speech token for a clip without any,
     whose label after the prefix is NO_SPEECH (the loss reads it as a uniform
@@ -35,11 +37,14 @@ def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int, pad_id: int, 
     dec = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     lab = torch.full((len(seqs), width), -100, dtype=torch.long)
     first = 0 if no_speech_id is None else 1
-    for i, seq in enumerate(seqs):
+    prefixes = [num_prefix] * len(seqs) if isinstance(num_prefix, int) else list(num_prefix)
+    if len(prefixes) != len(seqs):
+        raise ValueError(f"{len(prefixes)} prefix lengths for {len(seqs)} sequences")
+    for i, (seq, prefix) in enumerate(zip(seqs, prefixes, strict=True)):
         n = len(seq) - 1
         dec[i, :n] = torch.as_tensor(seq[:-1])
         lab[i, :n] = torch.as_tensor(seq[1:])
-        lab[i, first:num_prefix - 1] = -100
+        lab[i, first:prefix - 1] = -100
         if seq[-1] == NO_SPEECH:
             if no_speech_id is None:
                 raise ValueError(f"row {i}: a no-speech target needs the model's no-speech token")
@@ -81,6 +86,12 @@ class WhisperCollator:
         self.spec = spec
         self.keep_padding_s = keep_padding_s
 
+    def prefix_length(self, tokens: Sequence[int]) -> int:
+        """The forced prefix of one target: ``num_prefix``, or one less for a timestamped target (whose
+        prefix lacks ``<|notimestamps|>``; its first timestamp is learned)."""
+        timestamped = len(tokens) >= self.num_prefix and tokens[self.num_prefix - 1] != self.asr.no_timestamps_id
+        return self.num_prefix - 1 if timestamped else self.num_prefix
+
     def encoder_frames(self, seconds: list[float | None]) -> int:
         """Encoder positions covering the longest of ``seconds`` plus ``keep_padding_s`` (the window at most)."""
         positions = self.asr.model.config.max_source_positions
@@ -104,7 +115,8 @@ class WhisperCollator:
                 enc = hidden_spec_augment(enc, [e.get("seconds") for e in examples], self.spec,
                                           [(e["epoch"], e["index"]) for e in examples],
                                           n_mels=self.asr.feature_extractor.feature_size)
-        labels, dec = collate_tokens([e["tokens"] for e in examples], self.num_prefix, self.asr.eot_id,
+        tokens = [e["tokens"] for e in examples]
+        labels, dec = collate_tokens(tokens, [self.prefix_length(t) for t in tokens], self.asr.eot_id,
                                      no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
         batch = {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
         if self.keep_padding_s is not None:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MAX_AUDIO_S = 30.0  # one Whisper window; longer audio would be cut by the feature extractor
 TASKS = ("transcribe", "translate")
+TIMESTAMP_STEP_S = 0.02  # Whisper's timestamp tokens: <|0.00|>, <|0.02|>, ... <|30.00|>
 SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>",
             "<|notimestamps|>")
 
@@ -101,6 +102,7 @@ class WhisperASR:
         self.sot_id = int(self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
         self.no_speech_id = self._token_id("<|nocaptions|>", "<|nospeech|>")  # None: no gate
         self.no_speech_gate = self.no_speech_id is not None
+        self.no_timestamps_id = self._token_id("<|notimestamps|>")
 
     def _token_id(self, *names: str) -> int | None:
         """The first of ``names`` the tokenizer holds as a token of its own (not unknown, not end of text)."""
@@ -176,9 +178,26 @@ class WhisperASR:
                 raise ValueError(f"language {lang!r}: the tokenizer has no token {token}")
         return [int(i) for i in ids]
 
+    def timestamp_token(self, seconds: float) -> int:
+        """Whisper's timestamp token for ``seconds`` (0.02-s steps, 0 to 30 s)."""
+        step = round(float(seconds) / TIMESTAMP_STEP_S)
+        if not 0 <= step * TIMESTAMP_STEP_S <= MAX_AUDIO_S:
+            raise ValueError(f"timestamp {seconds} s is outside one {MAX_AUDIO_S:.0f}-s window")
+        # the timestamp tokens follow <|notimestamps|> in every Whisper vocabulary (as transformers' and
+        # faster-whisper's decoders count them); a tokenizer need not list them by name
+        last = self.no_timestamps_id + 1 + round(MAX_AUDIO_S / TIMESTAMP_STEP_S) if self.no_timestamps_id else None
+        if last is None or last >= self.model.config.vocab_size:
+            raise ValueError("this model's vocabulary has no timestamp tokens")
+        return self.no_timestamps_id + 1 + step
+
     def token_sequences(self, texts: Sequence[str], lang: str, *, ids: Sequence[str] | None = None,
-                        task: str = "transcribe", empty_ok: Sequence[bool] | None = None) -> list[list[int]]:
+                        task: str = "transcribe", empty_ok: Sequence[bool] | None = None,
+                        spans: Sequence[tuple[float, float] | None] | None = None) -> list[list[int]]:
         """Full decoder sequences ``prefix + text + <|endoftext|>``; every over-long one is reported.
+
+        An item with a span ``(start, end)`` in seconds gets a timestamped target instead, as Whisper was
+        trained on: ``<|startoftranscript|><|lang|><|task|> <|start|> text <|end|> <|endoftext|>`` (no
+        ``<|notimestamps|>``), so fine-tuning keeps the timestamp prediction long-form decoding relies on.
 
         An empty text is an error unless ``empty_ok`` says so for its item: a clip without speech. Its
         sequence is the prefix and the marker NO_SPEECH, which :func:`collate_tokens` turns into both halves
@@ -191,10 +210,12 @@ class WhisperASR:
         prefix = self.prefix_tokens(lang, task)
         ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
         empty_ok = list(empty_ok) if empty_ok is not None else [False] * len(texts)
-        if not len(ids) == len(texts) == len(empty_ok):
-            raise ValueError(f"{len(texts)} texts but {len(ids)} ids and {len(empty_ok)} empty_ok flags")
+        spans = list(spans) if spans is not None else [None] * len(texts)
+        if not len(ids) == len(texts) == len(empty_ok) == len(spans):
+            raise ValueError(f"{len(texts)} texts but {len(ids)} ids, {len(empty_ok)} empty_ok flags and "
+                             f"{len(spans)} spans")
         seqs, too_long = [], []
-        for utt_id, text, may_be_empty in zip(ids, texts, empty_ok, strict=True):
+        for utt_id, text, may_be_empty, span in zip(ids, texts, empty_ok, spans, strict=True):
             if not text.strip() and not may_be_empty:
                 raise ValueError(f"id={utt_id}: field 'text' is empty")
             if not text.strip() and self.no_speech_id is not None:
@@ -202,6 +223,12 @@ class WhisperASR:
                 continue
             body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
             seq = prefix + list(body) + [self.eot_id]
+            if span is not None and text.strip():
+                start, end = span
+                if not 0 <= start < end:
+                    raise ValueError(f"id={utt_id}: timestamp span {span} must have 0 <= start < end")
+                seq = (self.prefix_tokens(lang, task, timestamps=True) + [self.timestamp_token(start)] + list(body)
+                       + [self.timestamp_token(min(end, MAX_AUDIO_S)), self.eot_id])
             if len(seq) > self.max_label_tokens:
                 too_long.append((utt_id, len(seq)))
             seqs.append(seq)

@@ -61,6 +61,8 @@ class TrainConfig:
     cache_dir: str | None = None  # encoder cache root; None = speechtl.cache.encoder_cache_dir (shared by runs)
     keep_padding_s: float | None = None  # seq2seq: trainable encoder layers and the decoder see the batch's longest
     # clip plus this much of the 30-s window's padding (fewer frames, faster steps); None = the whole window
+    timestamp_share: float = 0.0  # seq2seq: seeded share of speech targets written with Whisper timestamp tokens
+    # (<|0.00|> text <|end|>, the clip's start and end) instead of <|notimestamps|>, so long-form decoding still works
     cache_batch_size: int = 8  # utterances per encoder batch while building the cache
     bucket_batches: int = 50  # batches per length-sorting window (1 = random batches, no sorting)
     max_train_time_s: float | None = None  # wall-clock budget of this call's loop (evaluations in, cache build out)
@@ -121,6 +123,7 @@ class TrainConfig:
         number("max_grad_norm", 0, True, optional=True)
         number("max_train_time_s", 0, True, optional=True)
         number("keep_padding_s", 0, False, optional=True)
+        number("timestamp_share", 0, False, 1)
         for name in ("freeze_embeddings", "eval_at_start", "spec_augment", "cache_encoder"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be true or false")

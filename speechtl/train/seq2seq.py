@@ -4,6 +4,7 @@ and the exported checkpoint."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -37,7 +38,8 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
     except ValueError as exc:
         raise ValueError(f"TrainConfig.lang={config.lang!r}: {exc}") from exc
     train_utts, tokens, skipped = training_items(train_utts, asr, lang=config.lang, task=config.task,
-                                                 long_labels=config.long_labels, where=where)
+                                                 long_labels=config.long_labels, where=where,
+                                                 timestamp_share=config.timestamp_share, seed=config.seed)
     if skipped and acc.is_main_process:
         write_jsonl(out_dir / "skipped.jsonl", skipped)
     if config.dropout is not None:
@@ -151,15 +153,26 @@ def export_model(state: dict[str, Any], asr: Any, out_dir: Path, *, lora_scaling
     (out_dir / "speechtl_train.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
-def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, long_labels: str,
-                   where: str) -> tuple[list[Utterance], list[list[int]], list[QuarantineRecord]]:
-    """Utterances, their decoder token sequences and the ones skipped for over-long labels."""
+def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, long_labels: str, where: str,
+                   timestamp_share: float = 0.0, seed: int = 0,
+                   ) -> tuple[list[Utterance], list[list[int]], list[QuarantineRecord]]:
+    """Utterances, their decoder token sequences and the ones skipped for over-long labels.
+
+    A seeded ``timestamp_share`` of them (chosen by id, so the choice does not move when others are added)
+    get timestamped targets spanning the clip: prepared clips are trimmed to their speech, so the speech
+    starts at 0 and ends at the clip's duration."""
     problems = validate(utts)
     if problems or not utts:
         raise ValueError(f"{where}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
-    ids, texts = [u.id for u in utts], [u.text for u in utts]
+
+    def sequences(items: list[Utterance]) -> list[list[int]]:
+        spans = [(0.0, u.duration) if u.duration and timestamped(u.id, timestamp_share, seed) else None
+                 for u in items]
+        return asr.token_sequences([u.text for u in items], lang, ids=[u.id for u in items], task=task,
+                                   empty_ok=_nonspeech(items), spans=spans)
+
     try:
-        return utts, asr.token_sequences(texts, lang, ids=ids, task=task, empty_ok=_nonspeech(utts)), []
+        return utts, sequences(utts), []
     except LabelTooLong as exc:
         if long_labels != "skip":
             raise ValueError(f"{where}: {exc} (TrainConfig.long_labels='skip' leaves them out)") from exc
@@ -171,8 +184,13 @@ def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, lon
     log.warning("%s: %d utterance(s) left out for labels over %d tokens", where, len(skipped), asr.max_label_tokens)
     if not kept:
         raise ValueError(f"{where}: every utterance has a label over max_label_tokens={asr.max_label_tokens}")
-    return kept, asr.token_sequences([u.text for u in kept], lang, ids=[u.id for u in kept], task=task,
-                                     empty_ok=_nonspeech(kept)), skipped
+    return kept, sequences(kept), skipped
+
+
+def timestamped(utt_id: str, share: float, seed: int) -> bool:
+    """Whether utterance ``utt_id`` gets a timestamped target: a seeded hash of the id under ``share``."""
+    digest = hashlib.sha256(f"{seed}\0{utt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2 ** 64
 
 
 def _nonspeech(utts: list[Utterance]) -> list[bool]:

@@ -349,3 +349,49 @@ def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, s
     assert cached.transcribe_utterances(utts, "es") == expected
     with pytest.raises(ValueError, match="stage 0"):
         CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=0)
+
+
+# ------------------------------------------------------------------ timestamped targets
+
+
+@pytest.fixture(scope="module")
+def asr_ts(tmp_path_factory):
+    """A tiny model whose vocabulary has Whisper's 1501 timestamp ids after <|notimestamps|> (the byte-level
+    test tokenizer does not name them; the ids are what matters)."""
+    probe = WhisperASR.load(save_random_whisper(tmp_path_factory.mktemp("probe") / "m", seed=1))
+    return WhisperASR.load(save_random_whisper(tmp_path_factory.mktemp("ts") / "m", seed=1,
+                                               vocab_size=probe.no_timestamps_id + 1502))
+
+
+def test_a_vocabulary_without_timestamp_ids_is_refused(asr):
+    with pytest.raises(ValueError, match="no timestamp tokens"):
+        asr.timestamp_token(1.0)
+
+
+def test_timestamped_targets_span_the_clip_without_notimestamps(asr_ts):
+    asr = asr_ts
+    plain, stamped = asr.token_sequences(["hola", "hola"], "es", ids=["a", "b"], spans=[None, (0.0, 1.5)])
+    first_ts = asr.no_timestamps_id + 1  # <|0.00|>
+    assert stamped[:3] == asr.prefix_tokens("es")[:3] and asr.no_timestamps_id not in stamped
+    assert stamped[3] == first_ts and stamped[-2] == first_ts + 75 and stamped[-1] == asr.eot_id  # <|1.50|>
+    assert stamped[4:-2] == plain[4:-1]  # the same text tokens between the two timestamps
+    assert asr.timestamp_token(30.0) == first_ts + 1500 and asr.timestamp_token(0.013) == first_ts + 1
+    assert asr.token_sequences(["hola"], "es", spans=[(0.0, 42.0)])[0][-2] == first_ts + 1500  # end: the window's
+    with pytest.raises(ValueError, match="id=b: timestamp span"):
+        asr.token_sequences(["hola", "hola"], "es", ids=["a", "b"], spans=[None, (1.0, 1.0)])
+    with pytest.raises(ValueError, match="outside one 30-s window"):
+        asr.timestamp_token(-0.5)
+
+
+def test_collator_learns_the_first_timestamp_but_not_the_forced_prefix(asr_ts):
+    asr = asr_ts
+    tokens = asr.token_sequences(["hola", "hola", ""], "es", spans=[None, (0.0, 1.5), (0.0, 1.0)],
+                                 empty_ok=[False, False, True])
+    assert tokens[2][-1] == NO_SPEECH and asr.no_timestamps_id in tokens[2]  # no speech: no span, plain prefix
+    collator = WhisperCollator(asr, num_prefix=4, from_audio=True)
+    assert [collator.prefix_length(t) for t in tokens] == [4, 3, 4]
+    examples = [{"index": i, "input": tone(400), "tokens": t, "epoch": 0} for i, t in enumerate(tokens)]
+    labels = collator(examples)["labels"]
+    assert labels[0, 2] == -100 and labels[0, 3] == tokens[0][4]  # plain: <|notimestamps|> is forced
+    assert labels[1, 1] == -100 and labels[1, 2] == asr.no_timestamps_id + 1  # timestamped: <|0.00|> is learned
+    assert labels[1, 2 + len(tokens[1]) - 4] == asr.eot_id  # ... and so are the text, <|1.50|> and the end

@@ -32,7 +32,7 @@ from speechtl.train.config import TrainConfig  # noqa: E402
 from speechtl.train.loop import train  # noqa: E402
 from speechtl.train.lora import merge_lora_state_dict  # noqa: E402
 from speechtl.train.parts import TrainEvent  # noqa: E402
-from speechtl.train.seq2seq import train_module, training_items  # noqa: E402
+from speechtl.train.seq2seq import timestamped, train_module, training_items  # noqa: E402
 from speechtl.train.strategies import apply_strategy, frozen_prefix, set_dropout  # noqa: E402
 
 TEXTS = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
@@ -85,6 +85,7 @@ def losses(history: Path) -> list[float]:
     ("lang", "ES", "TrainConfig.lang"),
     ("eval_at_start", 1, "TrainConfig.eval_at_start"),
     ("dropout", 1.0, "TrainConfig.dropout must be a number >= 0 and <= 0.9"),
+    ("timestamp_share", 1.5, "TrainConfig.timestamp_share must be a number >= 0 and <= 1"),
 ])
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
@@ -124,6 +125,27 @@ def test_long_labels_error_or_skip(tiny, corpus):
                                            where="train.jsonl")
     assert [u.id for u in kept] == ["u0"] and len(tokens) == 1
     assert [s.id for s in skipped] == ["u1", "u2"] and skipped[0].reason == "label_too_long"
+
+
+def test_a_seeded_share_of_targets_carries_timestamps(tiny, corpus, tmp_path):
+    ids = [f"utt{i}" for i in range(2000)]
+    half = [timestamped(i, 0.5, seed=0) for i in ids]
+    assert 900 < sum(half) < 1100 and half == [timestamped(i, 0.5, seed=0) for i in ids]  # seeded
+    assert half != [timestamped(i, 0.5, seed=1) for i in ids]
+    assert not any(timestamped(i, 0.0, seed=0) for i in ids) and all(timestamped(i, 1.0, seed=0) for i in ids)
+    probe = WhisperASR.load(tiny)
+    wide = save_random_whisper(tmp_path / "ts", seed=2, vocab_size=probe.no_timestamps_id + 1502)
+    asr = WhisperASR.load(wide)
+    utts = read_manifest(corpus["train"])
+    _, plain, _ = training_items(utts, asr, lang="es", task="transcribe", long_labels="error", where="t")
+    _, stamped, _ = training_items(utts, asr, lang="es", task="transcribe", long_labels="error", where="t",
+                                   timestamp_share=1.0)
+    for utt, p, s in zip(utts, plain, stamped, strict=True):
+        assert asr.no_timestamps_id in p and asr.no_timestamps_id not in s
+        assert s[-2] == asr.timestamp_token(utt.duration)  # the clip's end
+    with pytest.raises(ValueError, match="no timestamp tokens"):  # a vocabulary without them says so
+        training_items(utts, probe, lang="es", task="transcribe", long_labels="error", where="t",
+                       timestamp_share=1.0)
 
 
 # ------------------------------------------------------------------ encoder cache
