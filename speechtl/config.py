@@ -114,8 +114,14 @@ class EvalConfig:
     num_beams: int = 1  # 1 = greedy
     decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.cached_decodes)
     longform: bool = True  # Whisper: also score the primary set joined into 1-3 min recordings, decoded whole
+    timestamp_recordings: int = 2  # Whisper with a ct2 export: check the segment timestamps of this many long-form
+    # recordings through faster-whisper, baseline and adapted (evaluate.timestamps); 0 = no check
     max_wer: float | None = 1.0  # a WER above this, or no word output on a whole set, fails the run (a broken
     # model or cache, not a result); null = no check (e.g. a random test model)
+
+    def __post_init__(self) -> None:
+        if self.timestamp_recordings < 0:
+            raise ConfigError(f"eval.timestamp_recordings: must be >= 0, got {self.timestamp_recordings}")
 
 
 @dataclass(frozen=True)

@@ -24,19 +24,23 @@ from speechtl.adapt import heldout
 from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.adapt.data import RunData, prepare_data
 from speechtl.adapt.progress import progress_printer
+from speechtl.audio import load as load_audio
 from speechtl.cache import encoder_cache_dir
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest, write_jsonl
 from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.longform import PAUSE_S as LONGFORM_PAUSE_S
 from speechtl.evaluate.longform import LongForm, join_utterances
 from speechtl.evaluate.cached_decodes import DecodeCache, weights_key
 from speechtl.evaluate.nonspeech import evaluate_nonspeech
 from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
+from speechtl.evaluate.timestamps import timestamp_check, timestamp_line
 from speechtl.export.parity import ExportParityError, export
 from speechtl.fsio import atomic_write_text
 from speechtl.models.encoder_cache import CachedEncoderTranscriber
 from speechtl.models.registry import resolve
 from speechtl.models.wav2vec2 import CtcASR, architecture
+from speechtl.runtimes import load_runtime
 from speechtl.models.whisper import WhisperASR
 from speechtl.report.data import enrich, eval_dir, read_history
 from speechtl.report.write import write_report
@@ -199,6 +203,9 @@ class Run:
         t = time.perf_counter()
         payload["exports"] = self._export_all(result.route, adapted_dir, payload)
         self._timed("export_s", t)
+        t = time.perf_counter()
+        payload["timestamps"] = self._check_timestamps(payload["exports"].get("ct2"))
+        self._timed("timestamps_s", t)
         self._timed("total_s", self.started)
         payload["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
         paths = write_report(self.run_dir, payload)
@@ -273,6 +280,33 @@ class Run:
                                  "wer_ci95": m["wer_ci95"], "clip_wer": clip}
         self.notify(f"eval {system:<16} {ref + ' long-form':<20} WER {m['wer']:.1%} over {m['num_utts']} recordings "
                     f"({m['audio_duration_s'] / 60:.1f} min; clip by clip {clip:.1%})")
+
+    def _check_timestamps(self, ct2: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Segment timestamps through faster-whisper on the first long-form recordings: the ct2 export and,
+        where the base model has a CTranslate2 copy, the baseline (evaluate.timestamps)."""
+        count = self.recipe.eval.timestamp_recordings
+        manifest = Path(self.longform["baseline"]["manifest"]) if "baseline" in self.longform else None
+        if not count or not ct2 or ct2.get("error") or manifest is None:
+            return None
+        recordings = read_manifest(manifest)[:count]
+        clips = read_manifest(self.data.sets[self.recipe.eval.primary])
+        systems = {"baseline": self.model.ct2_dir, "adapted": Path(ct2["path"])}
+        out: dict[str, Any] = {"set": self.recipe.eval.primary, "compute_type": self.recipe.export.ct2_compute_type,
+                               "systems": {}}
+        for system, model_dir in systems.items():
+            if model_dir is None:
+                continue
+            runtime = load_runtime(model_dir, lang=self.recipe.lang, compute_type=self.recipe.export.ct2_compute_type)
+            try:
+                check = timestamp_check(runtime, recordings, clips, lang=self.recipe.lang, pause_s=LONGFORM_PAUSE_S,
+                                        load=load_audio)
+            except ValueError as exc:  # e.g. a model faster-whisper takes for English-only: the run's results stand
+                out["systems"][system] = {"error": str(exc)}
+                self.notify(f"timestamps {system:<9} not checked: {exc}")
+                continue
+            out["systems"][system] = check
+            self.notify(f"timestamps {system:<9} {timestamp_line(check)}")
+        return out
 
     def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str) -> None:
         """The held-out clips without speech: how many get words (each one a reply to nobody)."""

@@ -27,10 +27,11 @@ from speechtl.data.manifest import Utterance
 from speechtl.levels import WINDOW_S, window_bounds
 
 SAMPLE_RATE = audio.TARGET_SAMPLE_RATE
+PAUSE_S = 0.7  # silence between joined utterances
 
 
 def join_utterances(utts: Sequence[Utterance], out_dir: Path | str, *, min_s: float = 60.0, max_s: float = 180.0,
-                    pause_s: float = 0.7, seed: int = 0) -> list[Utterance]:
+                    pause_s: float = PAUSE_S, seed: int = 0) -> list[Utterance]:
     """Recordings of ``min_s``-``max_s`` seconds (the last may be shorter) from ``utts`` in a seeded order.
 
     Each recording (:func:`speechtl.data.joining.join_audio`) lists its utterances in ``extra["joined_ids"]``;

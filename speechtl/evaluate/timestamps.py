@@ -78,3 +78,12 @@ def timestamp_check(transcriber: Any, recordings: Sequence[Utterance], utterance
         check = check_segments(spans, transcript.duration_s, utterance_starts(rec, durations, pause_s))
         checks.append({"id": rec.id, **check})
     return {**summarize(checks, tolerance_s=tolerance_s), "per_recording": checks}
+
+
+def timestamp_line(check: Mapping[str, Any]) -> str:
+    """One line for a log or a report: sane recordings, segments and how close their starts are."""
+    line = f"{check['sane_recordings']} of {check['recordings']} recordings sane, {check['segments']} segments"
+    if check["segments"]:
+        line += (f", {check['starts_within_tolerance']:.0%} of segment starts within {check['tolerance_s']:g} s of an "
+                 f"utterance start (median {check['median_start_offset_s']:.2f} s)")
+    return line

@@ -13,6 +13,7 @@ import json
 import logging
 from typing import Any
 
+from speechtl.evaluate.timestamps import timestamp_line
 from speechtl.report.data import (
     comparison,
     set_label,
@@ -252,6 +253,18 @@ def _longform(payload: dict[str, Any]) -> list[str]:
             *table(LONGFORM_HEADER, rows)]
 
 
+def _timestamps(payload: dict[str, Any]) -> list[str]:
+    ts = payload.get("timestamps")
+    if not ts or not ts["systems"]:
+        return []
+    rows = [[system, f"not checked: {check['error']}" if "error" in check else timestamp_line(check)]
+            for system, check in ts["systems"].items()]
+    return ["", f"## Segment timestamps ({ts['set']} long-form recordings, faster-whisper {ts['compute_type']})", "",
+            "Whisper's long-form decoding moves its window by the timestamps it predicts; a recording is sane when "
+            "every segment lies inside the audio, in order. Each segment start is compared with the nearest start "
+            "of a joined utterance (known from the joining).", "", *table(["system", "timestamps"], rows)]
+
+
 def _hallucinations(payload: dict[str, Any]) -> list[str]:
     rows = []
     for ref in sets_of(payload):
@@ -333,6 +346,7 @@ def markdown(payload: dict[str, Any]) -> str:
         *_forgetting(payload),
         *_nonspeech(payload),
         *_longform(payload),
+        *_timestamps(payload),
         *_interpolation(payload),
         *_hallucinations(payload),
         *_per_term(payload),

@@ -1,7 +1,7 @@
 import pytest
 
 from speechtl.data.manifest import Utterance
-from speechtl.evaluate.timestamps import check_segments, summarize, timestamp_check, utterance_starts
+from speechtl.evaluate.timestamps import check_segments, summarize, timestamp_check, timestamp_line, utterance_starts
 from speechtl.runtimes.transcript import Segment, Transcript
 
 
@@ -44,3 +44,10 @@ def test_summarize_and_timestamp_check_with_a_runtime():
     assert out["recordings"] == 1 and out["sane_recordings"] == 1 and out["segments"] == 2
     assert out["median_start_offset_s"] == pytest.approx(0.75) and out["starts_within_tolerance"] == 0.5
     assert summarize([])["median_start_offset_s"] is None
+
+
+def test_timestamp_line_reads_the_summary():
+    check = {**summarize([check_segments([(0.0, 2.0), (4.5, 6.0)], 7.0, [0.0, 2.5, 6.0])]), "recordings": 1}
+    assert timestamp_line(check) == ("1 of 1 recordings sane, 2 segments, 50% of segment starts within 1 s of an "
+                                     "utterance start (median 0.75 s)")
+    assert timestamp_line(summarize([check_segments([], 7.0, [0.0])])) == "0 of 1 recordings sane, 0 segments"
