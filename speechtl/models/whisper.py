@@ -185,8 +185,8 @@ class WhisperASR:
             raise ValueError(f"timestamp {seconds} s is outside one {MAX_AUDIO_S:.0f}-s window")
         # the timestamp tokens follow <|notimestamps|> in every Whisper vocabulary (as transformers' and
         # faster-whisper's decoders count them); a tokenizer need not list them by name
-        last = self.no_timestamps_id + 1 + round(MAX_AUDIO_S / TIMESTAMP_STEP_S) if self.no_timestamps_id else None
-        if last is None or last >= self.model.config.vocab_size:
+        if (self.no_timestamps_id is None
+                or self.no_timestamps_id + 1 + round(MAX_AUDIO_S / TIMESTAMP_STEP_S) >= self.model.config.vocab_size):
             raise ValueError("this model's vocabulary has no timestamp tokens")
         return self.no_timestamps_id + 1 + step
 
@@ -222,12 +222,13 @@ class WhisperASR:
                 seqs.append(prefix + [NO_SPEECH])
                 continue
             body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
-            seq = prefix + list(body) + [self.eot_id]
-            if span is not None and text.strip():
+            if span is None or not text.strip():
+                seq = prefix + list(body) + [self.eot_id]
+            else:  # the prefix without its last token, <|notimestamps|>
                 start, end = span
                 if not 0 <= start < end:
                     raise ValueError(f"id={utt_id}: timestamp span {span} must have 0 <= start < end")
-                seq = (self.prefix_tokens(lang, task, timestamps=True) + [self.timestamp_token(start)] + list(body)
+                seq = (prefix[:-1] + [self.timestamp_token(start)] + list(body)
                        + [self.timestamp_token(min(end, MAX_AUDIO_S)), self.eot_id])
             if len(seq) > self.max_label_tokens:
                 too_long.append((utt_id, len(seq)))
