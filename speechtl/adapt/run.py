@@ -45,7 +45,7 @@ from speechtl.models.whisper import WhisperASR
 from speechtl.report.data import enrich, eval_dir, read_history
 from speechtl.report.write import write_report
 from speechtl.train.config import resolve_mixed_precision
-from speechtl.train.interpolate import Interpolator, select_alpha
+from speechtl.train.interpolate import DevScore, Interpolator, select_alpha
 from speechtl.train.loop import train
 from speechtl.train.parts import TrainResult
 from speechtl.train.strategies import frozen_prefix
@@ -351,27 +351,28 @@ class Run:
         forgetting-check sets: the report's trade-off between domain and unseen-speaker WER.
         """
         recipe, dev_sets = self.recipe, dict(self.data.dev_sets)
-        if self.data.nonspeech_dev is not None:  # its error rate: the share of clips with any word
+        if self.data.nonspeech_dev is not None:  # its words count as insertions
             dev_sets[NONSPEECH_DEV] = self.data.nonspeech_dev
         interpolator = Interpolator(self.model.hf_dir, result.best_dir)
         target = self._transcriber(interpolator.asr)  # the frozen prefix is the same at every alpha
 
-        def dev_wer(alpha: float, ref: str, manifest: Path) -> float:
+        def dev_score(alpha: float, ref: str, manifest: Path) -> DevScore:
             interpolator.at(alpha)
             out_dir = self.run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
             decoder = self._decode_cache(target, interpolator.asr) if alpha == 0 else target
-            if ref == NONSPEECH_DEV:
-                return evaluate_nonspeech(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
-                                          batch_size=recipe.eval.batch_size,
-                                          model_name=f"alpha {alpha}")["share_with_words"]
-            return evaluate_manifest(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
-                                     batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")["wer"]
+            if ref == NONSPEECH_DEV:  # every word written on a clip without speech is an insertion
+                m = evaluate_nonspeech(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
+                                       batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")
+                return DevScore(m["share_with_words"], m["num_words"], 0)
+            m = evaluate_manifest(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
+                                  batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")
+            return DevScore(m["wer"], m["substitutions"] + m["deletions"] + m["insertions"], m["num_ref_words"])
 
-        choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_wer, search=recipe.interpolate.search)
+        choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_score, search=recipe.interpolate.search)
         alpha = choice["alpha"]
-        self.notify(f"interpolate: alpha {alpha:.2f} of the adapted weights, by mean dev WER over "
-                    f"{', '.join(dev_sets)} ("
-                    + ", ".join(f"{c['alpha']:.2f}: {c['mean_dev_wer']:.1%}" for c in choice["candidates"]) + ")")
+        self.notify(f"interpolate: alpha {alpha:.2f} of the adapted weights, by the WER of the dev sets "
+                    f"joined ({', '.join(dev_sets)}; "
+                    + ", ".join(f"{c['alpha']:.2f}: {c['pooled_dev_wer']:.1%}" for c in choice["candidates"]) + ")")
         choice["model_dir"] = str(interpolator.save(alpha, self.run_dir / "checkpoints" / "interpolated"))
         atomic_write_text(self.run_dir / "interpolate" / "choice.json", json.dumps(choice, indent=2) + "\n")
         if alpha < 1:

@@ -123,7 +123,7 @@ def _interpolation_text(choice: dict[str, Any] | None) -> str:
     if not choice:
         return ""
     return (f" These weights are (1 − α)·base + α·trained with α = {choice['alpha']:.2f} (WiSE-FT), chosen by the "
-            f"mean dev WER over {', '.join(choice['dev_sets'])}.")
+            f"WER of the dev sets joined ({', '.join(choice['dev_sets'])}).")
 
 
 def write_card(out: Path, fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any] | None,

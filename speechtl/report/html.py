@@ -135,8 +135,8 @@ def _interpolation(payload: dict[str, Any]) -> str:
         return '<p class="note">No weight interpolation ran (interpolate.enabled, Whisper route only).</p>'
     t_header, t_rows = tradeoff_rows(payload)
     alpha = payload["interpolation"]["alpha"]
-    return (f'<p>θ = (1 − α)·θ<sub>base</sub> + α·θ<sub>trained</sub>; α = {alpha:.2f} chosen by the lowest mean '
-            "dev WER. No test figure took part in the choice.</p>"
+    return (f'<p>θ = (1 − α)·θ<sub>base</sub> + α·θ<sub>trained</sub>; α = {alpha:.2f} chosen by the lowest WER '
+            "of the dev sets joined. No test figure took part in the choice.</p>"
             + _table(header, [[c.replace("**", "") for c in r] for r in rows], set(range(1, len(header) - 1)))
             + "<p>The trade-off on the test sets (reported, not used to choose):</p>"
             + _table(t_header, t_rows, set(range(2, len(t_header)))))

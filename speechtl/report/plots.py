@@ -184,8 +184,8 @@ def tradeoff(payload: dict[str, Any]) -> Plot | None:
     for k, ref in enumerate(choice["dev_sets"]):
         ax_dev.plot(alphas, [100 * c["dev_wer"][ref] for c in choice["candidates"]], marker="o", label=_text(ref),
                     color=FALLBACK_COLORS[k % len(FALLBACK_COLORS)])
-    ax_dev.plot(alphas, [100 * c["mean_dev_wer"] for c in choice["candidates"]], marker="s", color="black",
-                linewidth=2, label="mean (chooses)")
+    ax_dev.plot(alphas, [100 * c["pooled_dev_wer"] for c in choice["candidates"]], marker="s", color="black",
+                linewidth=2, label="joined (chooses)")
     ax_dev.axvline(choice["alpha"], color="#888", linestyle="--", linewidth=1)
     ax_dev.set_xlabel("alpha (0 = base, 1 = trained)")
     ax_dev.set_title("dev WER (%) per alpha", fontsize=10)

@@ -12,10 +12,13 @@ decode of the dev sets per candidate alpha.
   share (a frozen layer) is returned untouched, so encoder-cache rows keyed on
   the frozen weights stay valid.
 - :func:`select_alpha` decodes candidates on the dev sets it is given
-  (never a test set: it is not handed one) and keeps the lowest mean of the
-  per-set WERs, each set weighing the same whatever its size; a tie goes to
-  the smaller alpha, nearer the base model. It decodes the whole grid, or
-  descends from the largest alpha while the mean falls (fewer decodes).
+  (never a test set: it is not handed one) and keeps the lowest WER of the
+  dev sets joined into one (errors of every set over reference words of
+  every set, so each word weighs the same and a small set cannot outvote a
+  large one; a no-speech set adds its output words as insertions and no
+  reference words); a tie goes to the smaller alpha, nearer the base model.
+  It decodes the whole grid, or descends from the largest alpha while the
+  joined WER falls (fewer decodes).
 - :class:`Interpolator` holds one working Whisper whose weights it sets to
   any alpha, and writes the chosen one as a plain transformers directory.
 """
@@ -26,7 +29,7 @@ import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from speechtl.fsio import swap_dir
 from speechtl.models.whisper import WhisperASR
@@ -61,17 +64,27 @@ def interpolate(base: Mapping[str, Any], adapted: Mapping[str, Any], alpha: floa
     return out
 
 
+class DevScore(NamedTuple):
+    """One dev set's result at one alpha: the figure shown for the set, and what it adds to the joined WER."""
+
+    rate: float  # the set's own WER (or, for a no-speech set, its share of clips with words)
+    errors: int  # word errors: S + D + I (a no-speech set: every output word)
+    words: int  # reference words (a no-speech set: 0)
+
+
 def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
-                 dev_wer: Callable[[float, str, Path], float], *, search: str = "grid") -> dict[str, Any]:
-    """Decode candidates on each dev set with ``dev_wer(alpha, ref, manifest)``; keep the lowest mean WER.
+                 dev_score: Callable[[float, str, Path], DevScore], *, search: str = "grid") -> dict[str, Any]:
+    """Decode candidates on each dev set with ``dev_score(alpha, ref, manifest)``; keep the lowest joined WER.
 
-    ``search="grid"`` decodes every alpha. ``search="descend"`` decodes the smallest alpha (the base model,
-    whose decodes are cached), then walks down from the largest while the mean dev WER keeps falling and
-    stops at the first alpha that is no better: the grid's minimum when the curve has one valley, as WiSE-FT
-    curves do, for two or three decodes instead of all of them.
+    The joined (pooled) dev WER is the errors of all sets over the reference words of all sets: the WER of
+    the dev sets read as one. ``search="grid"`` decodes every alpha. ``search="descend"`` decodes the
+    smallest alpha (the base model, whose decodes are cached), then walks down from the largest while the
+    joined WER keeps falling and stops at the first alpha that is no better: the grid's minimum when the
+    curve has one valley, as WiSE-FT curves do, for two or three decodes instead of all of them.
 
-    Returns ``{"alpha": chosen, "candidates": [{"alpha", "dev_wer": {ref: wer}, "mean_dev_wer"}] (the alphas
-    decoded, ascending), "dev_sets": [refs], "search": search, "skipped": [alphas not decoded]}``.
+    Returns ``{"alpha": chosen, "candidates": [{"alpha", "dev_wer": {ref: rate}, "dev_errors": {ref: n},
+    "dev_words": {ref: n}, "pooled_dev_wer"}] (the alphas decoded, ascending), "dev_sets": [refs],
+    "search": search, "skipped": [alphas not decoded]}``.
     """
     if not dev_sets:
         raise ValueError("select_alpha: no dev set to choose alpha on (a source must use its dev split)")
@@ -80,27 +93,34 @@ def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
     grid = sorted(set(float(a) for a in alphas))
     scored: dict[float, dict[str, Any]] = {}
 
-    def mean_at(alpha: float) -> float:
+    def pooled_at(alpha: float) -> float:
         if alpha not in scored:
-            wers = {ref: float(dev_wer(alpha, ref, manifest)) for ref, manifest in dev_sets.items()}
-            scored[alpha] = {"alpha": alpha, "dev_wer": wers, "mean_dev_wer": sum(wers.values()) / len(wers)}
-            log.info("interpolate: alpha %.2f, mean dev WER %.2f%% (%s)", alpha, 100 * scored[alpha]["mean_dev_wer"],
-                     ", ".join(f"{ref} {100 * w:.1f}%" for ref, w in wers.items()))
-        return scored[alpha]["mean_dev_wer"]
+            got = {ref: dev_score(alpha, ref, manifest) for ref, manifest in dev_sets.items()}
+            words = sum(g.words for g in got.values())
+            if words <= 0:
+                raise ValueError(f"select_alpha: the dev sets {list(dev_sets)} hold no reference words")
+            scored[alpha] = {"alpha": alpha, "dev_wer": {ref: float(g.rate) for ref, g in got.items()},
+                             "dev_errors": {ref: int(g.errors) for ref, g in got.items()},
+                             "dev_words": {ref: int(g.words) for ref, g in got.items()},
+                             "pooled_dev_wer": sum(g.errors for g in got.values()) / words}
+            log.info("interpolate: alpha %.2f, joined dev WER %.2f%% (%s)", alpha,
+                     100 * scored[alpha]["pooled_dev_wer"],
+                     ", ".join(f"{ref} {100 * g.rate:.1f}%" for ref, g in got.items()))
+        return scored[alpha]["pooled_dev_wer"]
 
     if search == "grid":
         for alpha in grid:
-            mean_at(alpha)
+            pooled_at(alpha)
     else:
-        mean_at(grid[0])
+        pooled_at(grid[0])
         walk = grid[:0:-1]  # the largest first, down to the second smallest
         if walk:
-            mean_at(walk[0])
+            pooled_at(walk[0])
         for upper, lower in zip(walk, walk[1:]):
-            if mean_at(upper) <= mean_at(lower):
+            if pooled_at(upper) <= pooled_at(lower):
                 break
     candidates = [scored[a] for a in sorted(scored)]
-    best = min(candidates, key=lambda c: (round(c["mean_dev_wer"], 9), c["alpha"]))
+    best = min(candidates, key=lambda c: (round(c["pooled_dev_wer"], 9), c["alpha"]))
     return {"alpha": best["alpha"], "candidates": candidates, "dev_sets": list(dev_sets), "search": search,
             "skipped": [a for a in grid if a not in scored]}
 

@@ -270,7 +270,7 @@ def test_the_no_speech_table_counts_speech_answered_with_nothing(tmp_path):
 def test_alphas_the_descending_search_skipped_are_shown_as_not_decoded():
     from speechtl.report.markdown import interpolation_rows
 
-    cand = [{"alpha": a, "dev_wer": {"m/dev": w}, "mean_dev_wer": w} for a, w in [(0.0, 0.35), (0.75, 0.24), (1.0, 0.22)]]
+    cand = [{"alpha": a, "dev_wer": {"m/dev": w}, "pooled_dev_wer": w} for a, w in [(0.0, 0.35), (0.75, 0.24), (1.0, 0.22)]]
     payload = {"interpolation": {"alpha": 1.0, "candidates": cand, "dev_sets": ["m/dev"], "skipped": [0.25, 0.5]}}
     header, rows = interpolation_rows(payload)
     assert [r[0] for r in rows] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
