@@ -7,8 +7,10 @@ of the PyTorch model on the same manifest and normalizer: from the run's
 ``adapted`` evaluation when there is one, else decoded here. The result
 (both WERs, the difference, both real-time factors) is written to
 ``<export>/parity.json`` with the export's hypotheses in ``<export>/parity/``;
-an export that loses more than ``margin_points`` WER points raises
-:class:`ExportParityError` (the files stay, for inspection).
+an export whose WER differs by more than ``margin_points`` points, in either
+direction, raises :class:`ExportParityError` (the files stay, for inspection):
+an export far *better* than the PyTorch model means one of the two was not the
+model it should be (e.g. a PyTorch evaluation read from a corrupt cache).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ DEFAULT_MARGIN_POINTS = 1.0
 
 
 class ExportParityError(RuntimeError):
-    """The exported model's WER is worse than the PyTorch model's by more than the margin (``result``: the check)."""
+    """The exported model's WER differs from the PyTorch model's by more than the margin, either way
+    (``result``: the check)."""
 
     def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -89,7 +92,7 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     diff = 100 * (exported["wer"] - reference["wer"])
     result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],
               "torch_wer": reference["wer"], "export_wer": exported["wer"], "diff_points": round(diff, 3),
-              "margin_points": margin_points, "passed": diff <= margin_points and identical is not False,
+              "margin_points": margin_points, "passed": abs(diff) <= margin_points and identical is not False,
               "weight_files_identical": identical,
               "torch_rtf": reference.get("rtf"), "export_rtf": exported.get("rtf"),
               "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}

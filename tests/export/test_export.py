@@ -64,6 +64,18 @@ def test_an_export_worse_than_the_margin_fails_loudly(tiny, tmp_path):
     assert saved["passed"] is False and saved["diff_points"] > 1.0
 
 
+def test_an_export_better_than_the_margin_fails_too(tiny, tmp_path):
+    """A PyTorch figure far worse than the export's (a corrupt cache read as the model) is no pass either."""
+    out = tmp_path / "hf"
+    export(tiny["model"], "hf", out=out, lang="es")  # no manifest: no check
+    broken = {"wer": 50.0, "rtf": 0.1, "model": "reference"}  # 5000 %: no decode of 3 short clips gets there
+    with pytest.raises(ExportParityError, match="points from the PyTorch model"):
+        parity(tiny["model"], out, "hf", tiny["manifest"], lang="es", compute_type=None, reference=broken,
+               margin_points=1.0)
+    saved = json.loads((out / "parity.json").read_text())
+    assert saved["passed"] is False and saved["diff_points"] < -1.0
+
+
 def test_onnx_refuses_a_whisper_seq2seq_model(tiny, tmp_path):
     with pytest.raises(ValueError, match="use --format ct2"):
         export(tiny["model"], "onnx", out=tmp_path / "onnx", lang="es")
