@@ -16,7 +16,9 @@ run folder with ``train.cache_dir`` pointing here) keep their key and row.
 The directory holds shards, each a ``NAME.f16`` memmap plus ``NAME.json``
 (the keys of its rows, in order, and a blake2b digest of each row's bytes).
 A shard's json is written last and atomically, so a crashed build leaves no
-half-valid shard. Each row is checked against its digest the first time a
+half-valid shard; what a killed build leaves (its temporary, or a shard
+without its json) is held by no live writer's lock and is removed by the
+next build (:func:`speechtl.fsio.remove_stale`). Each row is checked against its digest the first time a
 process asks for it; a row that fails (a zero-filled or edited file of the
 right size) is never read: it counts as missing, is rebuilt into a new
 shard, and a warning names it. Shards written before digests existed are
@@ -41,7 +43,7 @@ import numpy as np
 
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import Utterance
-from speechtl.fsio import atomic_write_text, file_sha256
+from speechtl.fsio import atomic_write_text, file_sha256, honour_umask, new_temporary, remove_stale
 from speechtl.models.encoder_stages import num_encoder_stages
 from speechtl.models.whisper import token_budget
 
@@ -198,9 +200,38 @@ class EncoderCache:
         if not utts:
             return 0.0
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.remove_stale()
         keys = [utterance_key(u) for u in utts]
         name = f"{tag}-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]}"
-        tmp = self.dir / f".{name}.f16.tmp"
+        tmp, lock = new_temporary(self.dir / f"{name}.f16")  # held until the shard's json is written
+        try:
+            seconds, digests = self._fill(tmp, utts, compute, batch_size=batch_size, progress=progress)
+            honour_umask(tmp)  # mkstemp made it readable by its owner only
+            os.replace(tmp, self.dir / f"{name}.f16")
+            meta = {"format": CACHE_FORMAT, "row_shape": list(self.row_shape), "keys": keys,
+                    "ids": [u.id for u in utts], "digests": digests}
+            atomic_write_text(self.dir / f"{name}.json", json.dumps(meta))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(lock)
+        self._maps.pop(name, None)  # a shard of the same name (the same rows, rebuilt) was replaced
+        self._bad = {b for b in self._bad if b[0] != name}
+        self._checked = {c for c in self._checked if c[0] != name}
+        log.info("encoder cache: %d rows in %.1f s (%.2f utterances/s) -> %s", len(utts), seconds,
+                 len(utts) / max(seconds, 1e-9), self.dir / f"{name}.f16")
+        return seconds
+
+    def remove_stale(self) -> list[Path]:
+        """Remove what killed builds left: temporaries, and shards whose json was never written."""
+        removed = remove_stale(self.dir)
+        removed += remove_stale(self.dir, pattern="*.f16", keep=lambda p: p.with_suffix(".json").is_file())
+        return removed
+
+    def _fill(self, tmp: Path, utts: Sequence[Utterance], compute: Callable[[list[Utterance]], np.ndarray], *,
+              batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[float, list[str]]:
+        """Compute the rows of ``utts`` into the file ``tmp``; returns the seconds spent and each row's digest."""
         out = np.memmap(tmp, dtype=np.float16, mode="w+", shape=(len(utts), *self.row_shape))
         start = time.perf_counter()
         try:
@@ -220,25 +251,12 @@ class EncoderCache:
                 if progress is not None:
                     progress(min(lo + batch_size, len(utts)), len(utts))
             out.flush()
-        except BaseException:
+        finally:
             del out
-            tmp.unlink(missing_ok=True)
-            raise
-        del out
-        os.replace(tmp, self.dir / f"{name}.f16")
-        rows = np.memmap(self.dir / f"{name}.f16", dtype=np.float16, mode="r", shape=(len(utts), *self.row_shape))
+        rows = np.memmap(tmp, dtype=np.float16, mode="r", shape=(len(utts), *self.row_shape))
         digests = [row_digest(rows[i]) for i in range(len(utts))]  # of the bytes as written, read back
         del rows
-        meta = {"format": CACHE_FORMAT, "row_shape": list(self.row_shape), "keys": keys,
-                "ids": [u.id for u in utts], "digests": digests}
-        atomic_write_text(self.dir / f"{name}.json", json.dumps(meta))
-        self._maps.pop(name, None)  # a shard of the same name (the same rows, rebuilt) was replaced
-        self._bad = {b for b in self._bad if b[0] != name}
-        self._checked = {c for c in self._checked if c[0] != name}
-        seconds = time.perf_counter() - start
-        log.info("encoder cache: %d rows in %.1f s (%.2f utterances/s) -> %s", len(utts), seconds,
-                 len(utts) / max(seconds, 1e-9), self.dir / f"{name}.f16")
-        return seconds
+        return time.perf_counter() - start, digests
 
     def open(self, utts: Sequence[Utterance]) -> CachedRows:
         """Rows for ``utts`` (every one must be present)."""
