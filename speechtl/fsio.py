@@ -34,6 +34,7 @@ except ImportError:  # not POSIX: no locks, and remove_stale removes nothing
 log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"  # every temporary speechtl writes ends so: .NAME.XXXXXXXX.tmp
+TMP_PATTERN = f".*.{'?' * 8}{TMP_SUFFIX}"  # what tempfile names them (8 random characters): no one else's file
 
 
 def _umask() -> int:
@@ -78,11 +79,11 @@ def _same_file(path: Path, fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
-def remove_stale(folder: Path | str, *, recursive: bool = False, pattern: str = f".*{TMP_SUFFIX}",
+def remove_stale(folder: Path | str, *, recursive: bool = False, pattern: str = TMP_PATTERN,
                  keep: Callable[[Path], bool] | None = None) -> list[Path]:
-    """Remove the temporaries (``pattern``: ``.*.tmp``, files and folders) in ``folder`` that no live writer
-    holds: what a killed process left; ``keep(path)``, asked under the lock, spares a finished one. Returns
-    what was removed (each one logged)."""
+    """Remove the temporaries (``pattern``: ``.NAME.XXXXXXXX.tmp``, files and folders) in ``folder`` that no
+    live writer holds: what a killed process left; ``keep(path)``, asked under the lock, spares a finished
+    one. Returns what was removed (each one logged)."""
     folder = Path(folder)
     if fcntl is None or not folder.is_dir():
         return []

@@ -87,12 +87,13 @@ def test_a_killed_writers_temporary_is_removed_and_the_target_never_appears(tmp_
 def test_remove_stale_leaves_finished_files_and_walks_folders_when_asked(tmp_path):
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
-    stale = nested / ".clip.wav.abc123.tmp"
+    stale = nested / ".clip.wav.abc12345.tmp"
     stale.write_bytes(b"x")  # as a killed writer leaves it: no lock held
     (nested / "clip.wav").write_bytes(b"done")
+    (nested / ".notes.tmp").write_bytes(b"mine")  # not named as tempfile names ours: someone else's
     assert remove_stale(tmp_path) == []  # not recursive by default
     assert remove_stale(tmp_path, recursive=True) == [stale]
-    assert (nested / "clip.wav").read_bytes() == b"done"
+    assert (nested / "clip.wav").read_bytes() == b"done" and (nested / ".notes.tmp").is_file()
 
 
 def test_a_write_in_progress_blocks_nothing_and_lands(tmp_path):

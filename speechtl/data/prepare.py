@@ -23,7 +23,7 @@ from typing import Any
 from speechtl.audio import AudioConfig, AudioRejected, prepare_file
 from speechtl.data.manifest import QuarantineRecord, RawItem, Utterance, summarize, validate, write_jsonl
 from speechtl.data.splits import SplitConfig, split
-from speechtl.fsio import atomic_write_text
+from speechtl.fsio import atomic_write_text, remove_stale
 from speechtl.text.normalize import Normalizer, TextRejected, get_normalizer
 from speechtl.workers import die_with_parent
 
@@ -169,6 +169,7 @@ def prepare(
     """Normalize every item into ``out_dir``; see the module docstring."""
     out_dir = Path(out_dir)
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir, recursive=True)  # what a killed preparation left half-written
     seen: dict[str, int] = {}
     unique_items = []
     for n, item in enumerate(items):

@@ -128,3 +128,15 @@ def test_prepare_with_split_writes_disjoint_manifests(tmp_path):
     assert not {u.speaker for u in parts["train"]} & {u.speaker for u in parts["test"]}
     assert not {u.text for u in parts["train"]} & {u.text for u in parts["test"]}
     assert main(["validate", *(str(out / f"{n}.jsonl") for n in parts)]) == 0
+
+
+def test_prepare_removes_what_a_killed_preparation_left(tmp_path):
+    out = tmp_path / "out"
+    stale = out / "audio" / ".spk1__good.wav.k1ll3d00.tmp"  # half a clip, its writer killed: no lock held
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"RIFF half")
+    sf.write(tmp_path / "good.wav", tone(1.0), SR)
+    items = [RawItem(id="good", text="Hola.", audio_path=tmp_path / "good.wav")]
+    result = prepare(items, out, PrepareConfig(lang="es", num_workers=0))
+    assert [u.id for u in result.utterances] == ["good"] and not stale.exists()
+    assert not list(out.rglob(".*"))

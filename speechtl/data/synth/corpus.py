@@ -47,7 +47,7 @@ from speechtl.data.splits import SplitConfig, assign
 from speechtl.data.synth import SynthError, Voice, espeak, kokoro
 from speechtl.data.synth.channel import ChannelConfig, apply_channel, draw_channel, simulate_channel
 from speechtl.data.synth.store import SynthStore, clip_key, store_root
-from speechtl.fsio import atomic_write_bytes, atomic_write_text
+from speechtl.fsio import atomic_write_bytes, atomic_write_text, remove_stale
 from speechtl.text.normalize import TextRejected, get_normalizer
 from speechtl.workers import die_with_parent
 
@@ -300,6 +300,9 @@ def synthesize_corpus(
     pools, sentence_split = _voice_pools(sentences, voices, config, holdout)
     root = store_root()
     store = SynthStore(root) if root is not None else None
+    for folder in (out_dir, root):  # what a killed synthesis left half-written
+        if folder is not None:
+            remove_stale(folder, recursive=True)
     items: list[RawItem] = []
     tasks: list[_Task] = []
     stored = 0

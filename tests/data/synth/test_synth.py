@@ -74,14 +74,17 @@ def test_espeak_corpus_end_to_end_and_resume(tmp_path):
         assert "reject" not in item.extra
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave nothing behind
 
-    # resume: only the missing file is made again, the others are not touched
+    # resume: only the missing file is made again, the others are not touched; what a killed synthesis
+    # left half-written (no live writer holds it) is removed
     victim = items[0].audio_path
     victim.unlink()
+    stale = victim.with_name(f".{victim.name}.k1ll3d00.tmp")
+    stale.write_bytes(b"RIFF half")
     mtimes = {i.audio_path: i.audio_path.stat().st_mtime_ns for i in items[1:]}
     counted.clear()
     again = synthesize_corpus(SENTENCES, tmp_path, config, progress=counted.append)
     assert again == items and sum(counted) == 6
-    assert victim.is_file()
+    assert victim.is_file() and not stale.exists()
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
 
     # an edited sentence under the same id is spoken anew, never served from the old text's audio
