@@ -239,6 +239,16 @@ def _check_voice_dir(out_dir: Path, voice: Voice, config: SynthConfig) -> None:
     atomic_write_text(path, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
 
 
+def _ready_folders(out_dir: Path, store: Path | None, voices: list[Voice], config: SynthConfig) -> None:
+    """Check each voice folder against this run's settings; remove what a killed synthesis left half-written
+    in ``out_dir`` and the ``store``."""
+    for voice in voices:
+        _check_voice_dir(out_dir, voice, config)
+    for folder in (out_dir, store):
+        if folder is not None:
+            remove_stale(folder, recursive=True)
+
+
 def _check_sentences(sentences: list[tuple[str, str]]) -> None:
     seen: set[str] = set()
     for sentence_id, text in sentences:
@@ -292,17 +302,13 @@ def synthesize_corpus(
     out_dir = Path(out_dir)
     _check_sentences(sentences)
     voices = list_voices(config)
-    for voice in voices:
-        _check_voice_dir(out_dir, voice, config)
+    root = store_root()
+    _ready_folders(out_dir, root, voices, config)
     if config.engine == "kokoro":
         kokoro.model_path()  # join the model once, here, before workers race for it
 
     pools, sentence_split = _voice_pools(sentences, voices, config, holdout)
-    root = store_root()
     store = SynthStore(root) if root is not None else None
-    for folder in (out_dir, root):  # what a killed synthesis left half-written
-        if folder is not None:
-            remove_stale(folder, recursive=True)
     items: list[RawItem] = []
     tasks: list[_Task] = []
     stored = 0
