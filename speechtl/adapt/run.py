@@ -42,7 +42,7 @@ from speechtl.models.registry import resolve
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.runtimes import load_runtime
 from speechtl.models.whisper import WhisperASR
-from speechtl.report.data import enrich, eval_dir, read_history
+from speechtl.report.data import enrich, eval_dir, read_history, read_rows
 from speechtl.report.write import write_report
 from speechtl.train.config import resolve_mixed_precision
 from speechtl.train.interpolate import DevScore, Interpolator, select_alpha
@@ -299,14 +299,23 @@ class Run:
             runtime = load_runtime(model_dir, lang=self.recipe.lang, compute_type=self.recipe.export.ct2_compute_type)
             try:
                 check = timestamp_check(runtime, recordings, clips, lang=self.recipe.lang, pause_s=LONGFORM_PAUSE_S,
-                                        load=load_audio)
+                                        load=load_audio, normalizer=self.normalizer)
             except ValueError as exc:  # e.g. a model faster-whisper takes for English-only: the run's results stand
                 out["systems"][system] = {"error": str(exc)}
                 self.notify(f"timestamps {system:<9} not checked: {exc}")
                 continue
+            ids = {i for rec in recordings for i in rec.extra["joined_ids"]}
+            check["clip_wer"] = self._subset_wer(system, self.recipe.eval.primary, ids)
             out["systems"][system] = check
-            self.notify(f"timestamps {system:<9} {timestamp_line(check)}")
+            self.notify(f"timestamps {system:<9} {timestamp_line(check)} (PyTorch clip by clip on these "
+                        f"utterances: {check['clip_wer']:.1%})")
         return out
+
+    def _subset_wer(self, system: str, ref: str, ids: set[str]) -> float:
+        """WER of ``system``'s evaluation of ``ref`` on the utterances ``ids`` only (errors over their words)."""
+        rows = [r for r in read_rows(eval_dir(self.run_dir, system, ref) / "hypotheses.jsonl") if r["id"] in ids]
+        words = sum(r["hits"] + r["substitutions"] + r["deletions"] for r in rows)
+        return sum(r["substitutions"] + r["deletions"] + r["insertions"] for r in rows) / max(words, 1)
 
     def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str) -> None:
         """The held-out clips without speech: how many get words (each one a reply to nobody)."""

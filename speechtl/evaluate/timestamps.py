@@ -8,7 +8,8 @@ the audio with ``start <= end``, starts in order, and each segment start's
 distance to the nearest true utterance start (a segment that starts in the
 middle of a sentence is off by seconds). Whisper's long-form decoding moves
 its window by the last timestamp it predicts, so a model that lost timestamp
-prediction shows here first.
+prediction shows here first. The same decode is scored (WER of each whole
+recording against its joined text): long-form WER on the path users take.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from speechtl.data.manifest import Utterance
+from speechtl.evaluate.scoring import score
+from speechtl.text.normalize import Normalizer
 
 SLACK_S = 0.02  # one timestamp step: an end this far past the audio is rounding, not an error
 
@@ -66,23 +69,29 @@ def summarize(checks: Sequence[Mapping[str, Any]], *, tolerance_s: float = 1.0) 
 
 
 def timestamp_check(transcriber: Any, recordings: Sequence[Utterance], utterances: Sequence[Utterance], *,
-                    lang: str, pause_s: float, load: Any, tolerance_s: float = 1.0) -> dict[str, Any]:
-    """Decode each joined recording with ``transcriber.transcript`` (a runtime that returns segments) and
-    check its timestamps; ``utterances`` are the clips the recordings were joined from."""
+                    lang: str, pause_s: float, load: Any, normalizer: Normalizer,
+                    tolerance_s: float = 1.0) -> dict[str, Any]:
+    """Decode each joined recording with ``transcriber.transcript`` (a runtime that returns segments), check
+    its timestamps and score its text; ``utterances`` are the clips the recordings were joined from.
+    ``wer`` pools the recordings' errors over their reference words (``normalizer`` on both sides)."""
     durations = {u.id: u.duration for u in utterances}
-    checks = []
+    checks, hyps = [], []
     for rec in recordings:
         samples = load(rec.audio_filepath)
         transcript = transcriber.transcript(samples, language=lang)
         spans = [(s.start, s.end) for s in transcript.segments]
         check = check_segments(spans, transcript.duration_s, utterance_starts(rec, durations, pause_s))
-        checks.append({"id": rec.id, **check})
-    return {**summarize(checks, tolerance_s=tolerance_s), "per_recording": checks}
+        checks.append({"id": rec.id, **check, "hypothesis": transcript.text})
+        hyps.append(transcript.text)
+    scored = score([r.text for r in recordings], hyps, normalizer, ids=[r.id for r in recordings])
+    return {**summarize(checks, tolerance_s=tolerance_s), "wer": scored.wer, "num_ref_words": scored.num_ref_words,
+            "per_recording": checks}
 
 
 def timestamp_line(check: Mapping[str, Any]) -> str:
-    """One line for a log or a report: sane recordings, segments and how close their starts are."""
-    line = f"{check['sane_recordings']} of {check['recordings']} recordings sane, {check['segments']} segments"
+    """One line for a log or a report: long-form WER, sane recordings, segments and how close their starts are."""
+    line = "" if check.get("wer") is None else f"long-form WER {check['wer']:.1%}; "
+    line += f"{check['sane_recordings']} of {check['recordings']} recordings sane, {check['segments']} segments"
     if check["segments"]:
         line += (f", {check['starts_within_tolerance']:.0%} of segment starts within {check['tolerance_s']:g} s of an "
                  f"utterance start (median {check['median_start_offset_s']:.2f} s)")

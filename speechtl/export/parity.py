@@ -25,7 +25,7 @@ from speechtl.data.manifest import read_manifest
 from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.export.card import write_card
 from speechtl.export.formats import export_ct2, export_hf, export_onnx
-from speechtl.fsio import atomic_write_text, file_sha256
+from speechtl.fsio import atomic_write_text, file_sha256, remove_stale
 from speechtl.runtimes import Transformers, load_runtime
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
 
 
 def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantization: str | None) -> Path:
+    remove_stale(out.parent)  # the staged folders of a killed export
     if fmt == "hf":
         return export_hf(model_dir, out)
     if fmt == "ct2":

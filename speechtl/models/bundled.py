@@ -77,6 +77,7 @@ def ct2_dir(name: str) -> Path:
             for f in d.iterdir():
                 if not f.name.startswith("model.bin") and f.is_file():
                     shutil.copy2(f, tmp / f.name)
+        honour_umask(tmp)  # mkdtemp made the folder its owner's only
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -258,12 +258,22 @@ def _timestamps(payload: dict[str, Any]) -> list[str]:
     ts = payload.get("timestamps")
     if not ts or not ts["systems"]:
         return []
-    rows = [[system, f"not checked: {check['error']}" if "error" in check else timestamp_line(check)]
-            for system, check in ts["systems"].items()]
-    return ["", f"## Segment timestamps ({ts['set']} long-form recordings, faster-whisper {ts['compute_type']})", "",
-            "Whisper's long-form decoding moves its window by the timestamps it predicts; a recording is sane when "
-            "every segment lies inside the audio, in order. Each segment start is compared with the nearest start "
-            "of a joined utterance (known from the joining).", "", *table(["system", "timestamps"], rows)]
+    rows = []
+    for system, check in ts["systems"].items():
+        if "error" in check:
+            rows.append([system, "—", "—", f"not checked: {check['error']}"])
+            continue
+        wer = "—" if check.get("wer") is None else pct(check["wer"])
+        clip = "—" if check.get("clip_wer") is None else pct(check["clip_wer"])
+        rows.append([system, wer, clip, timestamp_line({**check, "wer": None})])
+    return ["", f"## Long-form through faster-whisper: segment timestamps and WER ({ts['set']} recordings, "
+            f"{ts['compute_type']})", "",
+            "The served path: each joined recording decoded whole by faster-whisper (sequential long-form decoding, "
+            "as `speechtl serve` and Pipecat's in-process service do). Whisper's long-form decoding moves its window "
+            "by the timestamps it predicts; a recording is sane when every segment lies inside the audio, in order. "
+            "Each segment start is compared with the nearest start of a joined utterance (known from the joining). "
+            "The clip-by-clip WER is the same system's PyTorch evaluation on the utterances these recordings join.",
+            "", *table(["system", "long-form WER", "clip by clip (PyTorch)", "timestamps"], rows)]
 
 
 def _hallucinations(payload: dict[str, Any]) -> list[str]:

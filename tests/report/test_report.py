@@ -275,3 +275,18 @@ def test_alphas_the_descending_search_skipped_are_shown_as_not_decoded():
     header, rows = interpolation_rows(payload)
     assert [r[0] for r in rows] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
     assert rows[1][1:3] == ["not decoded", "not decoded"] and rows[4][-1] == "**kept**"
+
+
+def test_the_long_form_section_shows_served_wer_next_to_clip_by_clip_and_errors_as_such():
+    from speechtl.report.markdown import _timestamps
+
+    ok = {"recordings": 2, "sane_recordings": 2, "segments": 9, "median_start_offset_s": 0.1,
+          "starts_within_tolerance": 0.9, "tolerance_s": 1.0, "wer": 0.123, "clip_wer": 0.101}
+    payload = {"timestamps": {"set": "m/test", "compute_type": "float32",
+                              "systems": {"adapted": ok, "baseline": {"error": "English-only"}}}}
+    lines = _timestamps(payload)
+    adapted = next(line for line in lines if line.startswith("| adapted"))
+    assert "12.3%" in adapted and "10.1%" in adapted and "2 of 2 recordings sane" in adapted
+    assert "long-form WER 12.3%" not in adapted  # the WER has its own column
+    assert any(line.startswith("| baseline") and "not checked: English-only" in line for line in lines)
+    assert _timestamps({"timestamps": None}) == []
