@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechtl.cache import cache_root
+from speechtl.fsio import honour_umask
 
 log = logging.getLogger(__name__)
 

@@ -76,6 +76,14 @@ def test_an_export_better_than_the_margin_fails_too(tiny, tmp_path):
     assert saved["passed"] is False and saved["diff_points"] < -1.0
 
 
+def test_an_export_removes_the_staged_folder_of_a_killed_export(tiny, tmp_path):
+    stale = tmp_path / ".hf.k1ll3d00.tmp"  # as staged_dir names it; its writer killed, so no lock held
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half the weights")
+    export(tiny["model"], "hf", out=tmp_path / "hf", lang="es")
+    assert not stale.exists() and (tmp_path / "hf" / "config.json").is_file()
+
+
 def test_onnx_refuses_a_whisper_seq2seq_model(tiny, tmp_path):
     with pytest.raises(ValueError, match="use --format ct2"):
         export(tiny["model"], "onnx", out=tmp_path / "onnx", lang="es")
