@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -82,6 +83,18 @@ def test_an_export_removes_the_staged_folder_of_a_killed_export(tiny, tmp_path):
     (stale / "model.safetensors").write_bytes(b"half the weights")
     export(tiny["model"], "hf", out=tmp_path / "hf", lang="es")
     assert not stale.exists() and (tmp_path / "hf" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["hf", "ct2"])
+def test_an_export_honours_the_umask(tiny, tmp_path, fmt):
+    """A service running as another user can load it: no file readable by its owner only (issue 16)."""
+    previous = os.umask(0o022)
+    try:
+        export(tiny["model"], fmt, out=tmp_path / fmt, lang="es", quantization="float32")
+    finally:
+        os.umask(previous)
+    private = [p.name for p in [tmp_path / fmt, *(tmp_path / fmt).rglob("*")] if not p.stat().st_mode & 0o044]
+    assert not private and (tmp_path / fmt / "README.md").is_file(), private
 
 
 def test_onnx_refuses_a_whisper_seq2seq_model(tiny, tmp_path):
