@@ -151,8 +151,10 @@ class Run:
                                      cache_dir=str(encoder_cache_dir(recipe.train.cache_dir, self.run_dir)))
         result = train(self.model.hf_dir, self.data.train_input, self.data.dev, self.run_dir / "checkpoints", config,
                        self.normalizer, resume=resume)
-        self.notify(f"train {config.strategy}: {result.steps} steps, {result.wall_time_s:.0f} s, "
-                    f"best dev WER {result.best_dev_wer:.1%} -> {result.best_dir}")
+        dev = (f"best dev WER {result.best_dev_wer:.1%}" if result.best_dev_wer is not None
+               else "no dev evaluation during training (the last step)")
+        self.notify(f"train {config.strategy}: {result.steps} steps, {result.wall_time_s:.0f} s, {dev} -> "
+                    f"{result.best_dir}")
         self._timed("train_s", t)
         return result
 

@@ -42,7 +42,8 @@ class TrainConfig:
     batch_size: int = 8  # utterances per micro-batch on each process
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     max_grad_norm: float | None = 1.0  # gradient-norm clipping; None = off
-    eval_every_steps: int = 100  # dev evaluation every N optimizer steps (and always at the end)
+    eval_every_steps: int = 100  # dev evaluation every N optimizer steps (and always at the end); 0 = never: the
+    # last step is the checkpoint (best_dir), for a run that scores it on dev afterwards (WiSE-FT's alpha decodes)
     eval_at_start: bool = True  # score the untrained model first; it stays "best" until training beats it
     eval_batch_size: int = 16  # dev utterances per decoding batch
     eval_max_new_tokens: int = 128  # decoding limit per dev utterance
@@ -103,16 +104,18 @@ class TrainConfig:
         choice("mixed_precision", MIXED_PRECISION)
         choice("long_labels", ("error", "skip"))
         choice("task", ("transcribe", "translate"))
-        for name in ("top_k", "lora_r", "num_epochs", "batch_size", "grad_accum_steps", "eval_every_steps",
-                     "eval_batch_size", "eval_max_new_tokens", "log_every_steps", "cache_batch_size",
+        for name in ("top_k", "lora_r", "num_epochs", "batch_size", "grad_accum_steps", "eval_batch_size", "eval_max_new_tokens", "log_every_steps", "cache_batch_size",
                      "bucket_batches"):
             integer(name, 1)
-        for name in ("warmup_steps", "spec_time_masks", "spec_time_mask_frames", "spec_freq_masks",
+        for name in ("warmup_steps", "eval_every_steps", "spec_time_masks", "spec_time_mask_frames", "spec_freq_masks",
                      "spec_freq_mask_bins", "dataloader_workers", "seed"):
             integer(name, 0)
         for name in ("max_steps", "save_every_steps", "num_threads"):
             integer(name, 1, optional=True)
         integer("early_stopping_patience", 1, optional=True)
+        if self.eval_every_steps == 0 and self.eval_at_start is True:
+            fail("eval_at_start", "needs dev evaluations during training (eval_every_steps is 0): the untrained "
+                 "model would stay the best checkpoint")
         integer("max_label_tokens", 5)
         number("lora_alpha", 0, True)
         number("lora_dropout", 0, False, 1)

@@ -244,7 +244,7 @@ class Trainer:
         pairs = dict(gather_object(list(zip(mine, hyps, strict=True))))
         return dev_wer(utts, [pairs[i] for i in range(len(utts))], self.normalizer)
 
-    def _save_best(self, wer: float) -> None:
+    def _save_best(self, wer: float | None) -> None:
         state_dict = self.acc.get_state_dict(self.module)  # collective under FSDP/DeepSpeed
         if self.is_main:
             meta = {"config": config_json(self.config), "step": self.state.step, "dev_wer": wer,
@@ -329,7 +329,7 @@ class Trainer:
     def _stop_reason(self, loop_started: float) -> str | None:
         """Why training stops after this step (evaluating when it is due), or None to go on."""
         config, st = self.config, self.state
-        if st.step % config.eval_every_steps == 0 and self._run_eval():
+        if config.eval_every_steps and st.step % config.eval_every_steps == 0 and self._run_eval():
             return "early_stopping"
         if config.max_train_time_s is not None:
             torch = require_torch()
@@ -343,7 +343,7 @@ class Trainer:
 
     def _loop(self) -> str:
         st, config = self.state, self.config
-        save_every = config.save_every_steps or config.eval_every_steps
+        save_every = config.save_every_steps or config.eval_every_steps  # 0: only at the end
         loop_started = tick = time.perf_counter()  # tick: end of the last timed stretch (data loading is timed)
         window = _Window()
         while st.step < self.total_steps:
@@ -359,7 +359,7 @@ class Trainer:
                 reason = self._stop_reason(loop_started)
                 if reason is not None:
                     return reason
-                if st.step % save_every == 0:
+                if save_every and st.step % save_every == 0:
                     self._save_last()
                 tick = time.perf_counter()  # evaluation and checkpoint time is not training time
             st.epoch += 1
@@ -378,7 +378,10 @@ class Trainer:
             self._run_eval()
             st.baseline_wer = st.best_wer
         stop_reason = self._loop()
-        if st.last_eval_step != st.step and stop_reason != "early_stopping":
+        if not self.config.eval_every_steps:  # no dev evaluation: the last step is the checkpoint
+            self._save_best(None)
+            st.best_step = st.step
+        elif st.last_eval_step != st.step and stop_reason != "early_stopping":
             self._run_eval()
         self._save_last()
         self.emit(TrainEvent("done", st.step, self.total_steps, dev_wer=st.best_wer))
