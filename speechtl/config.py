@@ -109,7 +109,10 @@ class EvalConfig:
     test_sets: tuple[str, ...] = ()  # more "<source>/<split>" sets scored before and after
     forgetting: str | None = None  # "<source>/<split>" of general speech training did not target
     terms: str | None = None  # term list file for per-term recall
-    prompt_with_terms: bool = False  # also score the baseline prompted with the term list
+    prompt_with_terms: bool = False  # also score the baseline prompted with the term list (primary and test_sets)
+    term_prompt: str = "off"  # Whisper: "dev" decodes the adapted model's dev sets again with the term list as its
+    # prompt and, where that lowers the joined dev WER, scores it on every set as system "adapted+prompt" (the
+    # export then serves the terms as hotwords); "off": never
     batch_size: int = 8  # decoding batch size
     num_beams: int = 1  # 1 = greedy
     decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.cached_decodes)
@@ -122,6 +125,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.timestamp_recordings < 0:
             raise ConfigError(f"eval.timestamp_recordings: must be >= 0, got {self.timestamp_recordings}")
+        if self.term_prompt not in ("off", "dev"):
+            raise ConfigError(f"eval.term_prompt: {self.term_prompt!r} is not off or dev")
+        if self.term_prompt == "dev" and not self.terms:
+            raise ConfigError("eval.term_prompt: dev needs eval.terms (the term list is the prompt)")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from speechtl.adapt import heldout
 from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.adapt.data import RunData, prepare_data
 from speechtl.adapt.progress import progress_printer
+from speechtl.adapt.prompting import choose_prompt, without_prompt
 from speechtl.audio import load as load_audio
 from speechtl.cache import encoder_cache_dir
 from speechtl.config import RecipeConfig
@@ -71,12 +72,16 @@ class Run:
         self.evaluations: dict[str, Any] = {}
         self.nonspeech: dict[str, Any] = {}  # system -> evaluate_nonspeech metrics on data.nonspeech_test
         self.longform: dict[str, Any] = {}  # system -> long-form against clip-by-clip WER of the primary set
+        self.prompting: dict[str, Any] | None = None  # the term prompt's dev choice (eval.term_prompt: dev)
+        self.term_prompt = ""  # the term list as the Whisper prompt (WhisperASR.term_prompt), set by the baseline
+        self.prompt_left_out: list[str] = []  # ... and the terms that did not fit in it
         self.data: RunData
         self.model: Any = None
         self.route = ""
 
     def _timed(self, key: str, started: float) -> None:
         self.timings[key] = time.perf_counter() - started
+
 
     # ------------------------------------------------------------------ stages
 
@@ -113,6 +118,12 @@ class Run:
             return
         # Whisper, also under the CTC route (a CTC head on its encoder): the unadapted Whisper is the baseline
         base_asr = WhisperASR.load(self.model.hf_dir)
+        if self.terms:
+            self.term_prompt, self.prompt_left_out = base_asr.term_prompt(self.terms)
+            if self.prompt_left_out:
+                self.notify(f"term prompt: {len(self.prompt_left_out)} of {len(self.terms)} terms do not fit "
+                            f"Whisper's {base_asr.prompt_limit}-token prompt and are left out of it: "
+                            + ", ".join(self.prompt_left_out))
         baseline = self._transcriber(base_asr)
         if hasattr(baseline, "prepare"):
             self._cache_encoder(baseline)
@@ -125,11 +136,11 @@ class Run:
         self._evaluate_longform(base_asr, "baseline", self.recipe.model)
         if self.recipe.eval.prompt_with_terms and self.terms:
             # zero-shot row: what Whisper's text prompt alone buys. The term list is domain specific, so only the
-            # primary set is decoded again (the report copes with a system that lacks the other sets).
-            primary = self.recipe.eval.primary
+            # domain sets are decoded again (the report copes with a system that lacks the other sets).
+            refs = (self.recipe.eval.primary, *self.recipe.eval.test_sets)
             self.evaluations["baseline+prompt"] = self._evaluate_all(
-                baseline, "baseline+prompt", {primary: self.data.sets[primary]}, self.recipe.model,
-                prompt=", ".join(self.terms))
+                baseline, "baseline+prompt", {ref: self.data.sets[ref] for ref in refs}, self.recipe.model,
+                prompt=self.term_prompt)
         if isinstance(baseline, DecodeCache):
             self.notify(f"decode cache: {baseline.hits} of {baseline.hits + baseline.misses} baseline transcripts "
                         f"read back, {baseline.misses} decoded -> {baseline.path}")
@@ -174,8 +185,13 @@ class Run:
         else:
             adapted_asr = WhisperASR.load(adapted_dir)
             adapted = self._transcriber(adapted_asr)
+            if self.recipe.eval.term_prompt == "dev" and self.terms:
+                self.prompting = self._choose_prompt(adapted, interpolation)
             self.evaluations["adapted"] = self._evaluate_all(adapted, "adapted", self.data.sets, str(adapted_dir))
             self._evaluate_longform(adapted_asr, "adapted", str(adapted_dir))
+            if self.prompting and self.prompting["kept"]:
+                self.evaluations["adapted+prompt"] = self._evaluate_all(
+                    adapted, "adapted+prompt", self.data.sets, str(adapted_dir), prompt=self.term_prompt)
         self._timed("adapted_eval_s", t)
         return adapted_dir, interpolation, decoding
 
@@ -199,6 +215,7 @@ class Run:
             "nonspeech": {"manifest": str(self.data.nonspeech_test), "systems": self.nonspeech} if self.nonspeech
             else None,
             "longform": self.longform or None,
+            "prompting": self.prompting,
         }
         # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
         payload = enrich(payload, self.run_dir, seed=self.recipe.seed)
@@ -259,8 +276,8 @@ class Run:
             recall = metrics["terms"].get("recall") if metrics.get("terms") else None
             self.notify(f"eval {system:<16} {ref:<20} WER {metrics['wer']:.1%}  CER {metrics['cer']:.1%}"
                         + (f"  term recall {recall:.1%}" if recall is not None else ""))
-        if prompt is None and self.data.nonspeech_test is not None and system != "fine-tuned":
-            self._evaluate_nonspeech(asr, system, model_name)
+        if self.data.nonspeech_test is not None and system not in ("fine-tuned", "baseline+prompt"):
+            self._evaluate_nonspeech(asr, system, model_name, prompt)
         return results
 
     def _evaluate_longform(self, asr: Any, system: str, model_name: str) -> None:
@@ -319,11 +336,11 @@ class Run:
         words = sum(r["hits"] + r["substitutions"] + r["deletions"] for r in rows)
         return sum(r["substitutions"] + r["deletions"] + r["insertions"] for r in rows) / max(words, 1)
 
-    def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str) -> None:
+    def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str, prompt: str | None) -> None:
         """The held-out clips without speech: how many get words (each one a reply to nobody)."""
         m = evaluate_nonspeech(asr, self.data.nonspeech_test, eval_dir(self.run_dir, system, NONSPEECH_SET),
                                lang=self.recipe.lang, normalizer=self.normalizer,
-                               batch_size=self.recipe.eval.batch_size, model_name=model_name)
+                               batch_size=self.recipe.eval.batch_size, model_name=model_name, prompt=prompt)
         self.nonspeech[system] = m
         words = ", ".join(f"{w} ({n})" for w, n in m["top_words"][:5]) or "none"
         self.notify(f"eval {system:<16} {NONSPEECH_SET:<20} words on {m['clips_with_words']} of {m['num_clips']} "
@@ -361,9 +378,7 @@ class Run:
         When alpha < 1 the trained checkpoint itself is also scored, as system "fine-tuned", on the primary and
         forgetting-check sets: the report's trade-off between domain and unseen-speaker WER.
         """
-        recipe, dev_sets = self.recipe, dict(self.data.dev_sets)
-        if self.data.nonspeech_dev is not None:  # its words count as insertions
-            dev_sets[NONSPEECH_DEV] = self.data.nonspeech_dev
+        recipe, dev_sets = self.recipe, self._dev_sets()
         interpolator = Interpolator(self.model.hf_dir, result.best_dir)
         target = self._transcriber(interpolator.asr)  # the frozen prefix is the same at every alpha
 
@@ -371,13 +386,7 @@ class Run:
             interpolator.at(alpha)
             out_dir = self.run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
             decoder = self._decode_cache(target, interpolator.asr) if alpha == 0 else target
-            if ref == NONSPEECH_DEV:  # every word written on a clip without speech is an insertion
-                m = evaluate_nonspeech(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
-                                       batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")
-                return DevScore(m["share_with_words"], m["num_words"], 0)
-            m = evaluate_manifest(decoder, manifest, out_dir, lang=recipe.lang, normalizer=self.normalizer,
-                                  batch_size=recipe.eval.batch_size, model_name=f"alpha {alpha}")
-            return DevScore(m["wer"], m["substitutions"] + m["deletions"] + m["insertions"], m["num_ref_words"])
+            return self._dev_score(decoder, ref, manifest, out_dir, f"alpha {alpha}")
 
         choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_score, search=recipe.interpolate.search)
         alpha = choice["alpha"]
@@ -391,6 +400,38 @@ class Run:
             tradeoff = {ref: self.data.sets[ref] for ref in (recipe.eval.primary, recipe.eval.forgetting) if ref}
             self.evaluations["fine-tuned"] = self._evaluate_all(target, "fine-tuned", tradeoff, str(result.best_dir))
         return choice
+
+    def _dev_sets(self) -> dict[str, Path]:
+        """The dev sets settings are chosen on: each source's dev split and the no-speech dev clips."""
+        dev_sets = dict(self.data.dev_sets)
+        if self.data.nonspeech_dev is not None:  # its words count as insertions
+            dev_sets[NONSPEECH_DEV] = self.data.nonspeech_dev
+        return dev_sets
+
+    def _dev_score(self, decoder: Any, ref: str, manifest: Path, out_dir: Path, label: str,
+                   prompt: str | None = None) -> DevScore:
+        """One dev set's errors and reference words (every word written on a clip without speech is an error)."""
+        kwargs = {"lang": self.recipe.lang, "normalizer": self.normalizer, "batch_size": self.recipe.eval.batch_size,
+                  "model_name": label, "prompt": prompt}
+        if ref == NONSPEECH_DEV:
+            m = evaluate_nonspeech(decoder, manifest, out_dir, **kwargs)
+            return DevScore(m["share_with_words"], m["num_words"], 0)
+        m = evaluate_manifest(decoder, manifest, out_dir, **kwargs)
+        return DevScore(m["wer"], m["substitutions"] + m["deletions"] + m["insertions"], m["num_ref_words"])
+
+    def _choose_prompt(self, adapted: Any, interpolation: dict[str, Any] | None) -> dict[str, Any]:
+        """The term list as the adapted model's prompt, kept where it lowers the joined dev WER (adapt.prompting)."""
+        def score(ref: str, manifest: Path, prompt: str | None) -> DevScore:
+            out_dir = self.run_dir / "prompt" / ("with" if prompt else "without") / ref.replace("/", "_")
+            return self._dev_score(adapted, ref, manifest, out_dir, "adapted+prompt" if prompt else "adapted", prompt)
+
+        out = choose_prompt(self._dev_sets(), score, self.term_prompt, without_prompt(interpolation), NONSPEECH_DEV)
+        out["terms_left_out"] = self.prompt_left_out
+        joined = out["pooled_dev_wer"]
+        self.notify(f"term prompt: joined dev WER {joined['without']:.1%} without, {joined['with']:.1%} with the "
+                    f"{len(self.terms or ())} terms as prompt -> {'kept' if out['kept'] else 'not kept'}: "
+                    f"{out['reason']}")
+        return out
 
     def _export_all(self, route: str, model_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
         """Every format of ``export.formats`` the route supports, each with its parity check and model card."""

@@ -26,9 +26,10 @@ TOP_WORDS = 10
 
 
 def evaluate_nonspeech(transcriber: Transcriber, manifest: Path | str, out_dir: Path | str, *, lang: str,
-                       normalizer: Normalizer | None = None, batch_size: int = 8,
-                       model_name: str | None = None) -> dict[str, Any]:
-    """Decode every clip of ``manifest`` and count the clips with words; returns (and writes) the metrics."""
+                       normalizer: Normalizer | None = None, batch_size: int = 8, model_name: str | None = None,
+                       prompt: str | None = None) -> dict[str, Any]:
+    """Decode every clip of ``manifest`` (conditioned on ``prompt`` where given: a prompt can itself be
+    written out on noise) and count the clips with words; returns (and writes) the metrics."""
     utts = read_manifest(manifest)
     if not utts:
         raise EvaluationError(f"manifest {manifest}: no utterances")
@@ -37,7 +38,7 @@ def evaluate_nonspeech(transcriber: Transcriber, manifest: Path | str, out_dir: 
         raise EvaluationError(f"manifest {manifest}: utterance {speech[0]} is not a no-speech clip "
                               "(field 'nonspeech' missing)")
     normalizer = normalizer or scoring_normalizer(lang)
-    hyps, timing = transcribe_all(transcriber, utts, lang, None, batch_size, None)
+    hyps, timing = transcribe_all(transcriber, utts, lang, prompt, batch_size, None)
     rows, words, per_kind = [], Counter(), {}
     for utt, hyp in zip(utts, hyps, strict=True):
         said = normalize_hypothesis(hyp, utt.id, normalizer)[0].split()
@@ -53,7 +54,7 @@ def evaluate_nonspeech(transcriber: Transcriber, manifest: Path | str, out_dir: 
         "num_clips": len(utts), "clips_with_words": with_words, "share_with_words": with_words / len(utts),
         "num_words": sum(words.values()), "top_words": words.most_common(TOP_WORDS), "per_kind": per_kind,
         "normalizer": normalizer.name, "model": model_name or getattr(transcriber, "name", None),
-        "manifest": str(manifest), "lang": lang, **timing,
+        "manifest": str(manifest), "lang": lang, "prompt": prompt, **timing,
     }  # fmt: skip
     out = Path(out_dir)
     write_jsonl(out / "hypotheses.jsonl", rows)

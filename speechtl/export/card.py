@@ -87,7 +87,7 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
                   f"`{train.get('route', 'seq2seq')}`, strategy `{train.get('strategy')}`, {train.get('steps')} "
                   f"steps, {train.get('trainable_params') or 0:,} of {train.get('total_params') or 0:,} parameters "
                   f"trained, best dev WER {_pct(train.get('best_dev_wer'))}."
-                  + _interpolation_text(payload.get("interpolation")), "",
+                  + _interpolation_text(payload.get("interpolation")) + _prompt_text(payload.get("prompting")), "",
                   "## Results", "",
                   f"Held-out test sets, scored with `{payload['normalizer']['name']}` for every system "
                   "(95% bootstrap interval over utterances).", "",
@@ -126,12 +126,23 @@ def _interpolation_text(choice: dict[str, Any] | None) -> str:
             f"WER of the dev sets joined ({', '.join(choice['dev_sets'])}).")
 
 
+def _prompt_text(prompting: dict[str, Any] | None) -> str:
+    if not prompting:
+        return ""
+    pooled = prompting["pooled_dev_wer"]
+    verdict = ("Decode it with the run's term list as the prompt (faster-whisper `hotwords`, `initial_prompt`, "
+               "the OpenAI API's `prompt`)" if prompting["kept"] else "Decode it without a prompt")
+    return (f" {verdict}: the term list as prompt gave a joined dev WER of {_pct(pooled['with'])}, against "
+            f"{_pct(pooled['without'])} without (system `adapted+prompt` in the results).")
+
+
 def write_card(out: Path, fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any] | None,
                quantization: str | None, lang: str) -> Path:
     path = Path(out) / "README.md"
     atomic_write_text(path, card_text(fmt, payload=payload, parity=parity, quantization=quantization, lang=lang))
     if payload:
         atomic_write_text(Path(out) / "speechtl_run.json", json.dumps(
-            {"recipe": payload.get("recipe"), "model": payload.get("model"), "train": payload.get("train")},
+            {"recipe": payload.get("recipe"), "model": payload.get("model"), "train": payload.get("train"),
+             "prompting": payload.get("prompting")},
             indent=2, ensure_ascii=False, default=str) + "\n")
     return path

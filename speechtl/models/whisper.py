@@ -250,6 +250,26 @@ class WhisperASR:
         """Encoder stages ``[start, stop)`` (see :func:`run_encoder`)."""
         return run_encoder(self.model, x.to(self.device), start, stop)
 
+    @property
+    def prompt_limit(self) -> int:
+        """Whisper's prompt limit in tokens (223 for every released size): half the decoder context, less one."""
+        return self.model.config.max_target_positions // 2 - 1
+
+    def term_prompt(self, terms: Sequence[str]) -> tuple[str, list[str]]:
+        """A text prompt of ``terms`` that fits :attr:`prompt_limit`, and the terms it leaves out: the terms
+        joined by commas, else by spaces (one token less each), else the first terms that fit, space-joined
+        (a longer prompt would lose its first tokens, and so its first terms, unsaid)."""
+        def size(text: str) -> int:
+            return len(self.tokenizer.get_prompt_ids(text)) - 1
+
+        for sep in (", ", " "):
+            if size(sep.join(terms)) <= self.prompt_limit:
+                return sep.join(terms), []
+        kept = 0
+        while kept < len(terms) and size(" ".join(terms[:kept + 1])) <= self.prompt_limit:
+            kept += 1
+        return " ".join(terms[:kept]), list(terms[kept:])
+
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8, num_beams: int = 1, max_new_tokens: int | None = None,
                    task: str = "transcribe") -> list[str]:
@@ -290,7 +310,7 @@ class WhisperASR:
         budget = self.model.config.max_target_positions - len(prefix)
         if prompt is not None and prompt.strip():
             ids = self.tokenizer.get_prompt_ids(prompt, return_tensors="np")  # <|startofprev|> + text tokens
-            keep = self.model.config.max_target_positions // 2 - 1  # Whisper's prompt limit (223 tokens)
+            keep = self.prompt_limit
             if len(ids) - 1 > keep:  # like openai-whisper: the prompt's last tokens are kept
                 log.warning("prompt of %d tokens: only its last %d are used", len(ids) - 1, keep)
                 ids = np.concatenate([ids[:1], ids[-keep:]])

@@ -38,11 +38,12 @@ from speechtl.evaluate.significance import paired_bootstrap
 log = logging.getLogger(__name__)
 
 # report order; other systems follow. "fine-tuned" is the trained checkpoint itself when "adapted" is its
-# interpolation with the base model (alpha < 1)
-SYSTEM_ORDER = ("baseline", "baseline+prompt", "fine-tuned", "adapted", "adapted+lm")
+# interpolation with the base model (alpha < 1); "adapted+prompt" is the adapted model prompted with the term list
+SYSTEM_ORDER = ("baseline", "baseline+prompt", "fine-tuned", "adapted", "adapted+prompt", "adapted+lm")
 # (a, b) pairs compared with the paired bootstrap, b - a, when both scored the set
 COMPARISONS = (("baseline", "adapted"), ("baseline+prompt", "adapted"), ("baseline", "baseline+prompt"),
-               ("baseline", "fine-tuned"), ("fine-tuned", "adapted"), ("baseline", "adapted+lm"),
+               ("baseline", "fine-tuned"), ("fine-tuned", "adapted"), ("baseline", "adapted+prompt"),
+               ("baseline+prompt", "adapted+prompt"), ("adapted", "adapted+prompt"), ("baseline", "adapted+lm"),
                ("adapted", "adapted+lm"))
 NUM_EXAMPLES = 6  # aligned examples per set
 

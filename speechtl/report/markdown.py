@@ -146,6 +146,8 @@ def tradeoff_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     refs = [r for r in (payload.get("primary"), payload.get("forgetting")) if r]
     header = ["system", "alpha", *(set_label(payload, r) for r in refs)]
     names = dict(INTERPOLATION_SYSTEMS, adapted=f"{choice['alpha']:.2f} (kept, chosen on dev)")
+    if "adapted+prompt" in payload["evaluations"]:
+        names["adapted+prompt"] = f"{choice['alpha']:.2f}, term list as prompt"
     rows = []
     for system, alpha in names.items():
         sets = payload["evaluations"].get(system, {})
@@ -168,6 +170,22 @@ def _interpolation(payload: dict[str, Any]) -> list[str]:
             f"insertions) chose α = {choice['alpha']:.2f} (`adapted`). No test figure took part in the choice.",
             "", *table(header, rows), "",
             "The trade-off on the test sets (reported, not used to choose):", "", *table(t_header, t_rows)]
+
+
+def _prompting(payload: dict[str, Any]) -> list[str]:
+    prompting = payload.get("prompting")
+    if not prompting:
+        return []
+    refs = list(prompting["dev_wer"]["with"])
+    rows = [[label, *(pct(prompting["dev_wer"][key].get(ref)) for ref in refs), pct(prompting["pooled_dev_wer"][key])]
+            for key, label in (("without", "adapted"), ("with", "adapted + term prompt"))]
+    kept = ("kept: system `adapted+prompt` is scored on every test set, and the export's model card says to serve "
+            "the terms as the prompt" if prompting["kept"] else "not kept: the adapted model is served without it")
+    return ["", "## Term list as the prompt: chosen on dev", "",
+            f"The adapted model decoded the dev sets again with the term list as Whisper's text prompt; the prompt is "
+            f"{kept} ({prompting.get('reason', '')}). It is kept only where the WER of the dev sets joined falls and "
+            "no more no-speech dev clips get words. No test figure took part in the choice.", "",
+            *table(["decoding", *refs, "dev sets joined: WER"], rows)]
 
 
 def _forgetting(payload: dict[str, Any]) -> list[str]:
@@ -359,6 +377,7 @@ def markdown(payload: dict[str, Any]) -> str:
         *_longform(payload),
         *_timestamps(payload),
         *_interpolation(payload),
+        *_prompting(payload),
         *_hallucinations(payload),
         *_per_term(payload),
         "",

@@ -15,7 +15,8 @@ from typing import Any
 from speechtl.report.data import sets_of, systems_of
 
 Plot = tuple[str, str]  # (title, base64 PNG)
-COLORS = {"baseline": "#8c8c8c", "baseline+prompt": "#e3a33b", "fine-tuned": "#7a5ab8", "adapted": "#2a7ab8"}
+COLORS = {"baseline": "#8c8c8c", "baseline+prompt": "#e3a33b", "fine-tuned": "#7a5ab8", "adapted": "#2a7ab8",
+          "adapted+prompt": "#2f9e6e"}
 FALLBACK_COLORS = ("#5aa05a", "#b84f4f", "#7a5ab8", "#4fb8b0")
 MAX_TERMS = 60  # terms drawn in the per-term plot
 

@@ -100,7 +100,7 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     # check says why it did not run and the run goes on
     ts = report["timestamps"]
     assert set(ts["systems"]) == {"adapted"} and "Unsupported language" in ts["systems"]["adapted"]["error"]
-    assert "| adapted | not checked: Unsupported language" in (run / "report.md").read_text()
+    assert "| adapted | — | — | not checked: Unsupported language" in (run / "report.md").read_text()
     base = report["evaluations"]["baseline"]["corpus/test"]
     assert base["num_utts"] == len(read_manifest(run / "data/corpus/test.jsonl"))
     assert base["normalizer"]["name"] == "speechtl-text-es-v1" and base["normalizer"]["settings"]["strip_accents"]
@@ -116,13 +116,24 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     # and trains afresh (no --resume)
     assert len(read_manifest(run / "data/train.jsonl")) > 5
     assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "data.sources.corpus.max_train_utterances=5",
-                 "--runs", str(runs)]) == 0
+                 "eval.term_prompt=dev", "--runs", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "data corpus: reusing" in out and "0 computed" in out and "removing the earlier run" in out
     hits = re.search(r"decode cache: (\d+) of (\d+) baseline transcripts read back, 0 decoded", out)
     assert hits and hits[1] == hits[2] != "0"  # the unadapted model's transcripts are read back, not decoded
     report = json.loads((run / "report.json").read_text())
     assert report["train"]["steps"] == 2
+    # the term list as the adapted model's prompt: decoded on the dev sets only, the decodes without it are the
+    # kept alpha's; scored on the test sets as "adapted+prompt" only when kept
+    prompting = report["prompting"]
+    assert prompting["prompt"] == "gracias, buenas noches" and set(prompting["dev_wer"]["with"]) == set(choice["dev_sets"])
+    kept_alpha = next(c for c in report["interpolation"]["candidates"] if c["alpha"] == report["interpolation"]["alpha"])
+    assert prompting["dev_wer"]["without"] == kept_alpha["dev_wer"]
+    assert {p.name for p in (run / "prompt").glob("*/*")} == {"corpus_dev", "nonspeech_dev"}
+    assert ("adapted+prompt" in report["evaluations"]) == prompting["kept"]
+    assert ("adapted+prompt" in report["nonspeech"]["systems"]) == prompting["kept"]
+    assert "## Term list as the prompt: chosen on dev" in (run / "report.md").read_text()
+    assert json.loads((run / "export/ct2/speechtl_run.json").read_text())["prompting"]["kept"] == prompting["kept"]
     sample = [u for u in read_manifest(run / "data/train.jsonl") if not u.extra.get("nonspeech")]
     assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
 

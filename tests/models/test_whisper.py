@@ -229,6 +229,23 @@ def test_long_prompt_keeps_its_last_223_tokens(talkative, caplog):
     assert hyps == [decode(talkative, row) for row in greedy(talkative, hidden, start, 6)]
 
 
+def test_term_prompt_fits_the_limit_and_names_what_it_leaves_out(asr):
+    def size(text):
+        return len(asr.tokenizer.get_prompt_ids(text)) - 1
+
+    assert asr.prompt_limit == 223
+    assert asr.term_prompt(["amoxicilina", "insuficiencia renal"]) == ("amoxicilina, insuficiencia renal", [])
+    # commas do not fit, spaces do: every term is kept, one token fewer each
+    terms = [f"término{i}" for i in range(200)]
+    n = next(n for n in range(1, 200) if size(", ".join(terms[:n])) > 223 and size(" ".join(terms[:n])) <= 223)
+    assert asr.term_prompt(terms[:n]) == (" ".join(terms[:n]), [])
+    # neither fits: the first terms that fit, whole, and the rest named
+    prompt, left_out = asr.term_prompt(terms)
+    kept = prompt.split(" ")
+    assert kept == terms[:len(kept)] and left_out == terms[len(kept):] and left_out
+    assert size(prompt) <= 223 < size(" ".join(terms[:len(kept) + 1]))
+
+
 def test_transcribe_encoded_equals_transcribe(talkative):
     audios = [tone(500), tone(900, 0.8)]
     hidden = talkative.encode(talkative.features(audios))
