@@ -59,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     report = json.loads((args.run_dir / "report.json").read_text(encoding="utf-8"))
     lang = report["recipe"]["lang"]
-    recordings = read_manifest(report["longform"]["adapted"]["manifest"])
+    longform = report["longform"]  # its manifest path is relative to where the run was started
+    recordings = read_manifest(args.run_dir / "data" / "longform" / Path(longform["adapted"]["manifest"]).name)
     normalizer = scoring_normalizer(lang)
     cmd = [sys.executable, "-m", "speechtl.cli", "serve", "--model", str(args.run_dir / "export" / args.export),
            "--port", str(args.port), "--language", lang, "--compute-type", args.compute_type,
@@ -77,10 +78,10 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    longform = report["longform"]
     wer = score([r.text for r in recordings], hyps, normalizer).wer
     print(f"served ({args.export}, {args.compute_type}) long-form WER {wer:.1%} over "
-          f"{len(recordings)} recordings in {elapsed:.0f} s; PyTorch long-form: adapted {longform['adapted']['wer']:.1%},"
+          f"{len(recordings)} recordings in {elapsed:.0f} s; PyTorch long-form: adapted "
+          f"{longform['adapted']['wer']:.1%},"
           f" baseline {longform['baseline']['wer']:.1%}; adapted clip by clip {longform['adapted']['clip_wer']:.1%}")
 
 

@@ -126,8 +126,10 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     # the term list as the adapted model's prompt: decoded on the dev sets only, the decodes without it are the
     # kept alpha's; scored on the test sets as "adapted+prompt" only when kept
     prompting = report["prompting"]
-    assert prompting["prompt"] == "gracias, buenas noches" and set(prompting["dev_wer"]["with"]) == set(choice["dev_sets"])
-    kept_alpha = next(c for c in report["interpolation"]["candidates"] if c["alpha"] == report["interpolation"]["alpha"])
+    assert prompting["prompt"] == "gracias, buenas noches"
+    assert set(prompting["dev_wer"]["with"]) == set(choice["dev_sets"])
+    alpha = report["interpolation"]["alpha"]
+    kept_alpha = next(c for c in report["interpolation"]["candidates"] if c["alpha"] == alpha)
     assert prompting["dev_wer"]["without"] == kept_alpha["dev_wer"]
     assert {p.name for p in (run / "prompt").glob("*/*")} == {"corpus_dev", "nonspeech_dev"}
     assert ("adapted+prompt" in report["evaluations"]) == prompting["kept"]

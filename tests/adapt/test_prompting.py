@@ -57,10 +57,10 @@ def test_a_tie_keeps_no_prompt():
 
 def test_the_kept_alphas_dev_decodes_are_reused():
     interpolation = {"alpha": 0.5, "candidates": [
-        {"alpha": 0.0, "dev_wer": {"med/dev": 0.4, "nonspeech/dev": 0.0}, "dev_errors": {"med/dev": 40, "nonspeech/dev": 0},
-         "dev_words": {"med/dev": 100, "nonspeech/dev": 0}},
-        {"alpha": 0.5, "dev_wer": {"med/dev": 0.3, "nonspeech/dev": 0.1}, "dev_errors": {"med/dev": 30, "nonspeech/dev": 2},
-         "dev_words": {"med/dev": 100, "nonspeech/dev": 0}}]}
+        {"alpha": 0.0, "dev_wer": {"med/dev": 0.4, "nonspeech/dev": 0.0},
+         "dev_errors": {"med/dev": 40, "nonspeech/dev": 0}, "dev_words": {"med/dev": 100, "nonspeech/dev": 0}},
+        {"alpha": 0.5, "dev_wer": {"med/dev": 0.3, "nonspeech/dev": 0.1},
+         "dev_errors": {"med/dev": 30, "nonspeech/dev": 2}, "dev_words": {"med/dev": 100, "nonspeech/dev": 0}}]}
     without = without_prompt(interpolation)
     assert without == {"med/dev": DevScore(0.3, 30, 100), "nonspeech/dev": DevScore(0.1, 2, 0)}
     assert pooled(without) == pytest.approx(0.32)
