@@ -28,6 +28,7 @@ from speechtl.report.markdown import (
     longform_rows,
     nonspeech_rows,
     pct,
+    prompting_rows,
     results_rows,
     tradeoff_rows,
     verdict,
@@ -142,6 +143,14 @@ def _interpolation(payload: dict[str, Any]) -> str:
             + _table(t_header, t_rows, set(range(2, len(t_header)))))
 
 
+def _prompting(payload: dict[str, Any]) -> str:
+    text, header, rows = prompting_rows(payload)
+    if not rows:
+        return ""
+    return (f"<h3>Term list as the prompt: chosen on dev</h3><p>{_e(text.replace('`', ''))}</p>"
+            + _table(header, rows, set(range(1, len(header)))))
+
+
 def _hallucinations(payload: dict[str, Any]) -> str:
     rows, examples = [], []
     for ref in sets_of(payload):
@@ -248,7 +257,8 @@ def render_html(payload: dict[str, Any]) -> str:
         ("Forgetting check", _forgetting(payload)),
         ("No speech in: words out", _nonspeech(payload)),
         ("Long recordings", _longform(payload)),
-        ("Weight interpolation (WiSE-FT)", _interpolation(payload) + _figure(plots["tradeoff"], "")),
+        ("Weight interpolation (WiSE-FT)", _interpolation(payload) + _figure(plots["tradeoff"], "")
+         + _prompting(payload)),
         ("Per speaker", _figure(plots["speakers"], "No per-speaker breakdown in the evaluations.")),
         ("Domain terms", _figure(plots["terms"], "No term list was scored (eval.terms).")),
         ("Training", _figure(plots["training"], "No training history (checkpoints/history.jsonl) in the payload.")),

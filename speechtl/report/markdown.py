@@ -172,20 +172,27 @@ def _interpolation(payload: dict[str, Any]) -> list[str]:
             "The trade-off on the test sets (reported, not used to choose):", "", *table(t_header, t_rows)]
 
 
-def _prompting(payload: dict[str, Any]) -> list[str]:
+def prompting_rows(payload: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """The term prompt's dev choice: a sentence saying what was kept and why, and its dev table."""
     prompting = payload.get("prompting")
     if not prompting:
-        return []
+        return "", [], []
     refs = list(prompting["dev_wer"]["with"])
     rows = [[label, *(pct(prompting["dev_wer"][key].get(ref)) for ref in refs), pct(prompting["pooled_dev_wer"][key])]
             for key, label in (("without", "adapted"), ("with", "adapted + term prompt"))]
     kept = ("kept: system `adapted+prompt` is scored on every test set, and the export's model card says to serve "
             "the terms as the prompt" if prompting["kept"] else "not kept: the adapted model is served without it")
-    return ["", "## Term list as the prompt: chosen on dev", "",
-            f"The adapted model decoded the dev sets again with the term list as Whisper's text prompt; the prompt is "
+    text = (f"The adapted model decoded the dev sets again with the term list as Whisper's text prompt; the prompt is "
             f"{kept} ({prompting.get('reason', '')}). It is kept only where the WER of the dev sets joined falls and "
-            "no more no-speech dev clips get words. No test figure took part in the choice.", "",
-            *table(["decoding", *refs, "dev sets joined: WER"], rows)]
+            "no more no-speech dev clips get words. No test figure took part in the choice.")
+    return text, ["decoding", *refs, "dev sets joined: WER"], rows
+
+
+def _prompting(payload: dict[str, Any]) -> list[str]:
+    text, header, rows = prompting_rows(payload)
+    if not rows:
+        return []
+    return ["", "## Term list as the prompt: chosen on dev", "", text, "", *table(header, rows)]
 
 
 def _forgetting(payload: dict[str, Any]) -> list[str]:

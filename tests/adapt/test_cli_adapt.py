@@ -135,6 +135,7 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert ("adapted+prompt" in report["evaluations"]) == prompting["kept"]
     assert ("adapted+prompt" in report["nonspeech"]["systems"]) == prompting["kept"]
     assert "## Term list as the prompt: chosen on dev" in (run / "report.md").read_text()
+    assert "Term list as the prompt: chosen on dev</h3>" in (run / "report.html").read_text()
     assert json.loads((run / "export/ct2/speechtl_run.json").read_text())["prompting"]["kept"] == prompting["kept"]
     sample = [u for u in read_manifest(run / "data/train.jsonl") if not u.extra.get("nonspeech")]
     assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
