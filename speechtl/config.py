@@ -111,8 +111,9 @@ class EvalConfig:
     terms: str | None = None  # term list file for per-term recall
     prompt_with_terms: bool = False  # also score the baseline prompted with the term list (primary and test_sets)
     term_prompt: str = "off"  # Whisper: "dev" decodes the adapted model's dev sets again with the term list as its
-    # prompt and, where that lowers the joined dev WER, scores it on every set as system "adapted+prompt" (the
-    # export then serves the terms as hotwords); "off": never
+    # prompt and, where that lowers the joined dev WER and gets words on no more no-speech dev clips, scores it
+    # on every set as system "adapted+prompt" (the export's model card and speechtl_run.json record the
+    # choice); "off": never
     batch_size: int = 8  # decoding batch size
     num_beams: int = 1  # 1 = greedy
     decode_cache: bool = True  # reuse the unadapted model's transcripts across runs (evaluate.cached_decodes)

@@ -15,15 +15,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from speechtl.train.interpolate import DevScore
+from speechtl.train.interpolate import DevScore, joined_wer
 
 # (ref, manifest, prompt or None) -> that dev set's errors and reference words
 Score = Callable[[str, Path, str | None], DevScore]
-
-
-def pooled(scores: Mapping[str, DevScore]) -> float:
-    """Errors over reference words of the sets joined."""
-    return sum(s.errors for s in scores.values()) / max(sum(s.words for s in scores.values()), 1)
 
 
 def without_prompt(interpolation: dict[str, Any] | None) -> dict[str, DevScore] | None:
@@ -47,14 +42,15 @@ def choose_prompt(dev_sets: Mapping[str, Path], score: Score, prompt: str,
     for ref, manifest in dev_sets.items():
         if ref not in scores["without"]:
             scores["without"][ref] = score(ref, manifest, None)
-    joined = {key: pooled(value) for key, value in scores.items()}
+    joined = {key: joined_wer(value) for key, value in scores.items()}
+    kept = False
     if nonspeech in dev_sets and scores["with"][nonspeech].rate > scores["without"][nonspeech].rate:
         reason = (f"more no-speech dev clips with words ({scores['with'][nonspeech].rate:.0%} against "
                   f"{scores['without'][nonspeech].rate:.0%} without)")
     elif joined["with"] >= joined["without"]:
         reason = "the joined dev WER did not fall"
     else:
-        reason = "the joined dev WER fell and no more no-speech dev clips got words"
-    return {"prompt": prompt, "kept": reason.startswith("the joined dev WER fell"), "reason": reason,
+        kept, reason = True, "the joined dev WER fell and no more no-speech dev clips got words"
+    return {"prompt": prompt, "kept": kept, "reason": reason,
             "pooled_dev_wer": joined,
             "dev_wer": {key: {ref: s.rate for ref, s in value.items()} for key, value in scores.items()}}

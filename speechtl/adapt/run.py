@@ -82,7 +82,6 @@ class Run:
     def _timed(self, key: str, started: float) -> None:
         self.timings[key] = time.perf_counter() - started
 
-
     # ------------------------------------------------------------------ stages
 
     def prepare(self) -> None:

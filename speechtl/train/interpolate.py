@@ -72,6 +72,11 @@ class DevScore(NamedTuple):
     words: int  # reference words (a no-speech set: 0)
 
 
+def joined_wer(scores: Mapping[str, DevScore]) -> float:
+    """The dev sets read as one: the errors of all of them over the reference words of all of them."""
+    return sum(s.errors for s in scores.values()) / max(sum(s.words for s in scores.values()), 1)
+
+
 def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
                  dev_score: Callable[[float, str, Path], DevScore], *, search: str = "grid") -> dict[str, Any]:
     """Decode candidates on each dev set with ``dev_score(alpha, ref, manifest)``; keep the lowest joined WER.
@@ -102,7 +107,7 @@ def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
             scored[alpha] = {"alpha": alpha, "dev_wer": {ref: float(g.rate) for ref, g in got.items()},
                              "dev_errors": {ref: int(g.errors) for ref, g in got.items()},
                              "dev_words": {ref: int(g.words) for ref, g in got.items()},
-                             "pooled_dev_wer": sum(g.errors for g in got.values()) / words}
+                             "pooled_dev_wer": joined_wer(got)}
             log.info("interpolate: alpha %.2f, joined dev WER %.2f%% (%s)", alpha,
                      100 * scored[alpha]["pooled_dev_wer"],
                      ", ".join(f"{ref} {100 * g.rate:.1f}%" for ref, g in got.items()))

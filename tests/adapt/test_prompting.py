@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from speechtl.adapt.prompting import choose_prompt, pooled, without_prompt
+from speechtl.adapt.prompting import choose_prompt, without_prompt
 from speechtl.config import ConfigError, EvalConfig
-from speechtl.train.interpolate import DevScore
+from speechtl.train.interpolate import DevScore, joined_wer
 
 DEV = {"med/dev": Path("med.jsonl"), "nonspeech/dev": Path("ns.jsonl")}
 
@@ -63,7 +63,7 @@ def test_the_kept_alphas_dev_decodes_are_reused():
          "dev_errors": {"med/dev": 30, "nonspeech/dev": 2}, "dev_words": {"med/dev": 100, "nonspeech/dev": 0}}]}
     without = without_prompt(interpolation)
     assert without == {"med/dev": DevScore(0.3, 30, 100), "nonspeech/dev": DevScore(0.1, 2, 0)}
-    assert pooled(without) == pytest.approx(0.32)
+    assert joined_wer(without) == pytest.approx(0.32)
     table = {("med/dev", True): DevScore(0.2, 20, 100), ("nonspeech/dev", True): DevScore(0.0, 0, 0)}
     calls = []
     out = choose_prompt(DEV, scorer(table, calls), "x", without)
