@@ -45,6 +45,7 @@ from speechtl.runtimes import load_runtime
 from speechtl.models.whisper import WhisperASR
 from speechtl.report.data import enrich, eval_dir, read_history, read_rows
 from speechtl.report.write import write_report
+from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT
 from speechtl.train.config import resolve_mixed_precision
 from speechtl.train.interpolate import DevScore, Interpolator, select_alpha
 from speechtl.train.loop import train
@@ -123,13 +124,16 @@ class Run:
                 self.notify(f"term prompt: {len(self.prompt_left_out)} of {len(self.terms)} terms do not fit "
                             f"Whisper's {base_asr.prompt_limit}-token prompt and are left out of it: "
                             + ", ".join(self.prompt_left_out))
-        baseline = self._transcriber(base_asr)
-        if hasattr(baseline, "prepare"):
-            self._cache_encoder(baseline)
-        baseline = self._decode_cache(baseline, base_asr)
+        greedy = self._transcriber(base_asr, num_beams=1)  # the transcript check decodes greedily, so the sets it
+        if hasattr(greedy, "prepare"):                     # keeps do not depend on eval.num_beams
+            self._cache_encoder(greedy)
+        greedy = self._decode_cache(greedy, base_asr)
         self._timed("encoder_cache_s", t)
         t = time.perf_counter()
-        replays = heldout.verify_sources(self.recipe, baseline, self.data.sets, self.normalizer, self.notify)
+        replays = heldout.verify_sources(self.recipe, greedy, self.data.sets, self.normalizer, self.notify)
+        baseline = greedy
+        if self.recipe.eval.num_beams > 1:  # the check's transcripts are not the baseline's beam-search ones
+            baseline, replays = self._decode_cache(self._transcriber(base_asr), base_asr), {}
         self.evaluations["baseline"] = self._evaluate_all(baseline, "baseline", self.data.sets, self.recipe.model,
                                                           replays=replays)
         self._evaluate_longform(base_asr, "baseline", self.recipe.model)
@@ -239,9 +243,11 @@ class Run:
 
     # ------------------------------------------------------------------ pieces of the stages
 
-    def _transcriber(self, asr: Any) -> Any:
-        """What evaluation decodes with: cached outputs of the encoder prefix the strategy never changes."""
+    def _transcriber(self, asr: Any, num_beams: int | None = None) -> Any:
+        """What evaluation decodes with: cached outputs of the encoder prefix the strategy never changes; beams of
+        ``num_beams`` (default eval.num_beams; it also becomes ``asr``'s own width)."""
         train_config = self.recipe.train
+        asr.num_beams = num_beams or self.recipe.eval.num_beams
         stage = frozen_prefix(train_config.strategy, len(asr.model.model.encoder.layers), train_config.top_k)
         if stage is None or stage < 1 or not train_config.cache_encoder:
             return asr
@@ -249,7 +255,7 @@ class Run:
         cache_dir = encoder_cache_dir(train_config.cache_dir, self.run_dir)
         return CachedEncoderTranscriber(asr, cache_dir, precision=precision, stage=stage,
                                         batch_size=train_config.cache_batch_size,
-                                        num_beams=self.recipe.eval.num_beams)
+                                        num_beams=asr.num_beams)
 
     def _decode_cache(self, transcriber: Any, asr: Any) -> Any:
         """``transcriber`` behind the machine-wide store of this model's transcripts (the base weights: the
@@ -258,6 +264,8 @@ class Run:
             return transcriber
         settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None),
                     **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
+        if settings["num_beams"] > 1:  # beams fall back to greedy decoding on a looping transcript
+            settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT
         return DecodeCache(transcriber, weights_key(asr.model), settings)
 
     def _evaluate_all(self, asr: Any, system: str, sets: dict[str, Path], model_name: str, *,

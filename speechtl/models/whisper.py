@@ -32,6 +32,7 @@ import numpy as np
 
 from speechtl.models.collate import NO_SPEECH, collate_tokens
 from speechtl.models.encoder_stages import run_encoder
+from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class WhisperASR:
         self.no_speech_id = self._token_id("<|nocaptions|>", "<|nospeech|>")  # None: no gate
         self.no_speech_gate = self.no_speech_id is not None
         self.no_timestamps_id = self._token_id("<|notimestamps|>")
+        self.num_beams = 1  # the beam width transcribe uses unless told (1 = greedy); eval.num_beams sets it
 
     def _token_id(self, *names: str) -> int | None:
         """The first of ``names`` the tokenizer holds as a token of its own (not unknown, not end of text)."""
@@ -271,12 +273,14 @@ class WhisperASR:
         return " ".join(terms[:kept]), list(terms[kept:])
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
-                   batch_size: int = 8, num_beams: int = 1, max_new_tokens: int | None = None,
+                   batch_size: int = 8, num_beams: int | None = None, max_new_tokens: int | None = None,
                    task: str = "transcribe") -> list[str]:
         """Batched generation with language and task forced; ``prompt`` conditions but is not returned.
 
         ``max_new_tokens=None`` sizes the limit to each batch's longest clip (:func:`token_budget`), so a
-        hallucination loop ends early instead of holding the whole batch for 128 steps.
+        hallucination loop ends early instead of holding the whole batch for 128 steps. ``num_beams=None``:
+        :attr:`num_beams`. With beams, a transcript that repeats itself (compression ratio over
+        COMPRESSION_RATIO_LIMIT, the test OpenAI's decoder falls back on) is decoded greedily instead.
         """
         torch, _ = _deps()
         out: list[str] = []
@@ -286,18 +290,19 @@ class WhisperASR:
             with torch.no_grad():
                 hidden = self.encode(feats)
             limit = max_new_tokens or token_budget(max(len(a) for a in batch) / SAMPLE_RATE)
-            out += self._generate(hidden, lang, prompt, num_beams, limit, task)
+            out += self._generate(hidden, lang, prompt, num_beams or self.num_beams, limit, task)
         return out
 
     def transcribe_encoded(self, encoder_hidden_states: Any, lang: str, *, prompt: str | None = None,
-                           batch_size: int = 8, num_beams: int = 1, max_new_tokens: int = 128,
+                           batch_size: int = 8, num_beams: int | None = None, max_new_tokens: int = 128,
                            task: str = "transcribe") -> list[str]:
         """Like :meth:`transcribe`, from final encoder outputs (batch, positions, d_model)."""
         torch, _ = _deps()
         hidden = torch.as_tensor(encoder_hidden_states)
         out: list[str] = []
         for i in range(0, hidden.shape[0], batch_size):
-            out += self._generate(hidden[i:i + batch_size], lang, prompt, num_beams, max_new_tokens, task)
+            out += self._generate(hidden[i:i + batch_size], lang, prompt, num_beams or self.num_beams,
+                                  max_new_tokens, task)
         return out
 
     def _generate(self, hidden: Any, lang: str, prompt: str | None, num_beams: int, max_new_tokens: int,
@@ -329,26 +334,36 @@ class WhisperASR:
                                       return_dict_in_generate=True,
                                       **({"output_scores": True} if self.no_speech_gate else {}))
         texts = [self._text(row.tolist()) for row in out.sequences]
-        if self.no_speech_gate and num_beams == 1:
+        if self.no_speech_gate:
             silent = self._no_speech(hidden, prompt_ids, out)
             texts = ["" if quiet else text for text, quiet in zip(texts, silent, strict=True)]
+        if num_beams > 1:  # a beam stuck in a loop: that window decoded greedily instead
+            loops = [i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT]
+            if loops:
+                greedy = self._generate(hidden[loops], lang, prompt, 1, max_new_tokens, task)
+                for i, text in zip(loops, greedy, strict=True):
+                    texts[i] = text
         return texts
 
     def _no_speech(self, hidden: Any, prompt_ids: Any, out: Any) -> list[bool]:
         """Whisper's no-speech rule, as OpenAI's decoder and faster-whisper apply it: a window is silent when
         the no-speech token's probability after ``<|startoftranscript|>`` is over NO_SPEECH_THRESHOLD and the
-        greedy transcript's mean token log-probability is under LOGPROB_THRESHOLD."""
+        transcript's mean token log-probability (beam search: the beam's length-normalized score) is under
+        LOGPROB_THRESHOLD."""
         torch, _ = _deps()
         start = [self.sot_id] if prompt_ids is None else [*prompt_ids.tolist(), self.sot_id]
         dec = torch.as_tensor([start] * hidden.shape[0], device=self.device)
         logits = self.model.model.decoder(input_ids=dec, encoder_hidden_states=hidden).last_hidden_state
         logits = self.model.proj_out(logits[:, -1]).float()
         no_speech = torch.softmax(logits, dim=-1)[:, self.no_speech_id]
-        steps = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-        generated = out.sequences[:, -steps.shape[1]:]
-        ended = torch.cumsum(generated == self.eot_id, dim=1)  # tokens up to and including the first eot count
-        counted = (ended == 0) | ((ended == 1) & (generated == self.eot_id))
-        mean_logprob = (steps.float() * counted).sum(1) / counted.sum(1).clamp(min=1)
+        if getattr(out, "sequences_scores", None) is not None:  # beam search: its length-normalized score
+            mean_logprob = out.sequences_scores.float()
+        else:
+            steps = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            generated = out.sequences[:, -steps.shape[1]:]
+            ended = torch.cumsum(generated == self.eot_id, dim=1)  # tokens up to and including the first eot
+            counted = (ended == 0) | ((ended == 1) & (generated == self.eot_id))
+            mean_logprob = (steps.float() * counted).sum(1) / counted.sum(1).clamp(min=1)
         return ((no_speech > NO_SPEECH_THRESHOLD) & (mean_logprob < LOGPROB_THRESHOLD)).tolist()
 
     def _text(self, ids: list[int]) -> str:

@@ -21,6 +21,7 @@ from speechtl.report.data import (
     summary_rows,
     systems_of,
 )
+from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,17 @@ def _comparisons(payload: dict[str, Any]) -> list[str]:
             f"{boot.get('seed')}); Δ = WER(b) − WER(a), negative means b makes fewer errors; P = share of "
             "resamples where b's WER is lower.", "",
             *table(COMPARISONS_HEADER, rows)]
+
+
+def _search(payload: dict[str, Any]) -> list[str]:
+    """Whisper route: how every system was decoded (eval.num_beams)."""
+    if payload.get("train", {}).get("route", "seq2seq") != "seq2seq":
+        return []
+    beams = payload["recipe"].get("eval", {}).get("num_beams", 1)
+    if beams == 1:
+        return ["", "Decoding: greedy, the same for every system."]
+    return ["", f"Decoding: beam search of width {beams}, the same for every system; a transcript that repeats "
+            f"itself (compression ratio over {COMPRESSION_RATIO_LIMIT}) is decoded greedily instead."]
 
 
 def _decoding(payload: dict[str, Any]) -> list[str]:
@@ -375,6 +387,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"(settings: {json.dumps(norm['settings'], ensure_ascii=False)}), the same for every system. "
         "WER = (S + D + I) / reference words on normalized text; raw WER on the text as written. 95% CI: "
         "percentile bootstrap over utterances.",
+        *_search(payload),
         *synthetic_note(payload),
         "",
         *_results(payload),

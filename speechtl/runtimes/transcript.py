@@ -4,7 +4,6 @@ the model cannot serve as asked."""
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 SAMPLE_RATE = 16000
@@ -51,7 +50,3 @@ class Transcript:
     words: tuple[Word, ...] | None = None  # only when word timestamps were asked for
 
 
-def compression_ratio(text: str) -> float:
-    """Whisper's repetition measure: bytes over zlib-compressed bytes (0.0 for empty text)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0

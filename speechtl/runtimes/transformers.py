@@ -22,13 +22,8 @@ import numpy as np
 from speechtl.levels import WINDOW_S, window_bounds
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.models.whisper import WhisperASR
-from speechtl.runtimes.transcript import (
-    SAMPLE_RATE,
-    RequestError,
-    Segment,
-    Transcript,
-    compression_ratio,
-)
+from speechtl.runtimes.transcript import SAMPLE_RATE, RequestError, Segment, Transcript
+from speechtl.text.repetition import compression_ratio
 
 MIN_SAMPLES = 1600  # shorter clips are zero-padded to 0.1 s (a CTC encoder needs some frames)
 

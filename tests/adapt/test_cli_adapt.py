@@ -141,6 +141,18 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
 
 
+def test_eval_num_beams_decodes_every_system_with_beams(setup, capsys):
+    runs = setup["root"] / "runs-beams"
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "eval.num_beams=2", "export.formats=[hf]",
+                 "--runs", str(runs)]) == 0
+    run = runs / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    assert report["recipe"]["eval"]["num_beams"] == 2
+    assert "Decoding: beam search of width 2, the same for every system" in (run / "report.md").read_text()
+    for system in ("baseline", "adapted"):
+        assert json.loads((run / "eval" / system / "corpus-test" / "metrics.json").read_text())["num_utts"] > 0
+
+
 def test_a_failed_parity_check_keeps_the_report_and_the_other_exports(setup, monkeypatch, capsys):
     import speechtl.export.parity as parity_module
 

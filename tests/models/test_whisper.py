@@ -321,6 +321,60 @@ def test_the_no_speech_rule_empties_a_window_only_when_both_thresholds_say_so(as
         asr.no_speech_gate = True
 
 
+def test_beam_search_falls_back_to_greedy_on_a_looping_transcript(talkative, monkeypatch):
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
+    greedy_hyps = talkative.transcribe(audios, "es", max_new_tokens=12)
+    beam_hyps = talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12)
+    loop = talkative.tokenizer.encode(" que no", add_special_tokens=False) + \
+        talkative.tokenizer.encode(", no", add_special_tokens=False) * 40
+    real_generate = talkative.model.generate
+    widths = []
+
+    def beams_loop_on_the_second_clip(**kwargs):
+        out = real_generate(**kwargs)
+        widths.append(kwargs["num_beams"])
+        if kwargs["num_beams"] > 1:  # the second row's beam writes "que no, no, no, ..."
+            seqs = out.sequences.tolist()
+            prefix = seqs[1][:len(talkative.prefix_tokens("es"))]
+            rows = [row + [talkative.eot_id] * 90 for row in seqs]
+            rows[1] = (prefix + loop + [talkative.eot_id] * 90)[:len(rows[0])]
+            out.sequences = torch.tensor(rows)
+        return out
+
+    monkeypatch.setattr(talkative.model, "generate", beams_loop_on_the_second_clip)
+    hyps = talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12)
+    assert widths == [3, 1]  # one beam pass, then greedy for the looping clip alone
+    assert hyps == [beam_hyps[0], greedy_hyps[1], beam_hyps[2]]
+    widths.clear()
+    assert talkative.transcribe(audios, "es", max_new_tokens=12) == greedy_hyps and widths == [1]
+
+
+def test_the_default_beam_width_is_the_models_and_the_no_speech_rule_holds_with_beams(talkative, monkeypatch):
+    import speechtl.models.whisper as whisper_module
+
+    audios = [tone(400), tone(600)]
+    explicit = talkative.transcribe(audios, "es", num_beams=2, max_new_tokens=6)
+    talkative.num_beams = 2
+    try:
+        assert talkative.transcribe(audios, "es", max_new_tokens=6) == explicit
+        if talkative.no_speech_gate:
+            monkeypatch.setattr(whisper_module, "NO_SPEECH_THRESHOLD", -1.0)
+            monkeypatch.setattr(whisper_module, "LOGPROB_THRESHOLD", float("inf"))
+            assert talkative.transcribe(audios, "es", max_new_tokens=6) == ["", ""]
+            monkeypatch.setattr(whisper_module, "LOGPROB_THRESHOLD", float("-inf"))
+            assert talkative.transcribe(audios, "es", max_new_tokens=6) == explicit
+    finally:
+        talkative.num_beams = 1
+
+
+def test_compression_ratio_flags_repetition():
+    from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
+
+    assert compression_ratio("") == 0.0
+    assert compression_ratio("el paciente toma amoxicilina cada ocho horas") < COMPRESSION_RATIO_LIMIT
+    assert compression_ratio("que no, " + "no, " * 60) > COMPRESSION_RATIO_LIMIT
+
+
 def test_an_empty_target_only_where_allowed(asr):
     seqs = asr.token_sequences(["hola", ""], "es", ids=["a", "b"], empty_ok=[False, True])
     if asr.no_speech_id is not None:  # Whisper's own no-speech target

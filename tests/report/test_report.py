@@ -290,3 +290,13 @@ def test_the_long_form_section_shows_served_wer_next_to_clip_by_clip_and_errors_
     assert "long-form WER 12.3%" not in adapted  # the WER has its own column
     assert any(line.startswith("| baseline") and "not checked: English-only" in line for line in lines)
     assert _timestamps({"timestamps": None}) == []
+
+
+def test_the_report_says_how_every_system_was_decoded(run):
+    _, payload = run
+    assert "Decoding: greedy, the same for every system." in markdown(payload)
+    beams = {**payload, "recipe": {**payload["recipe"], "eval": {"num_beams": 3}}}
+    text = markdown(beams)
+    assert "Decoding: beam search of width 3, the same for every system" in text and "decoded greedily" in text
+    ctc = {**beams, "train": {**payload["train"], "route": "ctc"}}
+    assert "Decoding: beam search" not in markdown(ctc)
