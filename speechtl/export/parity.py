@@ -69,8 +69,9 @@ def weight_files_identical(model_dir: Path, export_dir: Path) -> bool:
 
 def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,
            reference: dict[str, Any] | None, margin_points: float, hf_check_utts: int | None = None,
-           check_unpadded: bool = True) -> dict[str, Any]:
-    """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode).
+           check_unpadded: bool = True, num_beams: int = 1) -> dict[str, Any]:
+    """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode),
+    decoding with beams of ``num_beams`` as the reference did.
 
     An ``hf`` export is a copy of the weights: with ``hf_check_utts``, the check is that every weight file is
     byte-identical, plus a decode of the first ``hf_check_utts`` utterances of the export loaded afresh
@@ -85,6 +86,8 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     workers = min(4, os.cpu_count() or 1)  # clips decoded side by side: 1.4x on 2 cores against one 2-thread worker
     runtime = load_runtime(export_dir, lang=lang, compute_type=compute_type or "int8", num_workers=workers,
                            cpu_threads=max(1, (os.cpu_count() or 1) // workers))
+    if hasattr(runtime, "clip_beams"):
+        runtime.clip_beams = num_beams
     exported = evaluate_manifest(runtime, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
     if reference is None:
         reference = evaluate_manifest(Transformers.load(model_dir, language=lang), utts,
@@ -132,7 +135,7 @@ def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantizatio
 def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quantization: str | None = None,
            compute_type: str | None = None, manifest: Path | str | None = None, lang: str | None = None,
            margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None,
-           hf_check_utts: int | None = None, check_unpadded: bool = True) -> dict[str, Any]:
+           hf_check_utts: int | None = None, check_unpadded: bool = True, num_beams: int = 1) -> dict[str, Any]:
     """Export a run (``runs/<name>``: its best checkpoint to ``runs/<name>/export/<fmt>``) or a model directory
     (``out`` required); check parity on the run's primary test manifest (or ``manifest``) and write the card.
 
@@ -156,13 +159,15 @@ def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quant
     result: dict[str, Any] = {"format": fmt, "passed": None}
     if manifest is not None:
         reference = None
-        if payload is not None:  # the run's adapted (greedy) evaluation on this manifest, if any
+        if payload is not None:  # the run's adapted evaluation on this manifest, if any, and its beam width
+            num_beams = payload.get("recipe", {}).get("eval", {}).get("num_beams", num_beams)
             primary = payload.get("primary")
             reference = payload.get("evaluations", {}).get("adapted", {}).get(primary)
             if reference is not None and Path(reference.get("manifest") or "") != Path(manifest):
                 reference = None
         result = parity(model_dir, out, fmt, Path(manifest), lang=lang,
                         compute_type=(compute_type or "int8") if fmt == "ct2" else None, reference=reference,
-                        margin_points=margin_points, hf_check_utts=hf_check_utts, check_unpadded=check_unpadded)
+                        margin_points=margin_points, hf_check_utts=hf_check_utts, check_unpadded=check_unpadded,
+                        num_beams=num_beams)
     write_card(out, fmt, payload=payload, parity=result, quantization=quantization, lang=lang)
     return result

@@ -45,6 +45,7 @@ class FasterWhisper:
         self.max_concurrency = num_workers
         self.beam_size, self.language = beam_size, language
         self.pad = pad  # False: faster-whisper as a caller uses it, unpadded
+        self.clip_beams = 1  # beam width of transcribe (evaluation): the run's eval.num_beams in a parity check
         self.languages = frozenset(self.model.supported_languages)
 
     def _audio(self, audio: np.ndarray) -> np.ndarray:
@@ -52,12 +53,13 @@ class FasterWhisper:
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
-        """One greedy transcript per 16 kHz mono clip, as evaluation scores it; up to ``max_concurrency`` clips
-        at once (one per worker of the model)."""
+        """One transcript per 16 kHz mono clip, as evaluation scores it (beams of ``clip_beams``, no temperature
+        fallback); up to ``max_concurrency`` clips at once (one per worker of the model)."""
 
         def one(audio: np.ndarray) -> str:
             segments, _ = self.model.transcribe(self._audio(audio), language=lang, task="transcribe",
-                                                beam_size=1, best_of=1, temperature=0.0, initial_prompt=prompt,
+                                                beam_size=self.clip_beams, best_of=1, temperature=0.0,
+                                                initial_prompt=prompt,
                                                 condition_on_previous_text=False, without_timestamps=True,
                                                 vad_filter=False)
             return "".join(s.text for s in segments).strip()
