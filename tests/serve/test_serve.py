@@ -407,3 +407,23 @@ def test_cli_parses_serve():
     args = build_parser().parse_args(["serve", "--model", "runs/es/export/ct2", "--port", "9000", "--api-key", "k"])
     assert args.func is cmd_serve and (args.host, args.port, args.api_key) == ("127.0.0.1", 9000, "k")
     assert (args.compute_type, args.queue_size, args.max_upload_mb) == ("int8", 8, 25.0)
+
+
+def test_evaluation_decodes_with_the_clip_beam_width(tiny_whisper, tmp_path):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("ctranslate2")
+    from speechtl.export.formats import export_ct2
+
+    backend = FasterWhisper(export_ct2(tiny_whisper, tmp_path / "ct2", "float32"), compute_type="float32")
+    real, widths = backend.model.transcribe, []
+
+    def spy(audio, **kwargs):
+        widths.append(kwargs["beam_size"])
+        return real(audio, **kwargs)
+
+    backend.model.transcribe = spy
+    clip = np.zeros(8000, np.float32)
+    backend.transcribe([clip], "en")
+    backend.clip_beams = 2  # what a parity check sets from the run's eval.num_beams
+    backend.transcribe([clip], "en")
+    assert widths == [1, 2]
