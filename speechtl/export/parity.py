@@ -135,7 +135,7 @@ def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantizatio
 def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quantization: str | None = None,
            compute_type: str | None = None, manifest: Path | str | None = None, lang: str | None = None,
            margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None,
-           hf_check_utts: int | None = None, check_unpadded: bool = True, num_beams: int = 1) -> dict[str, Any]:
+           hf_check_utts: int | None = None, check_unpadded: bool = True) -> dict[str, Any]:
     """Export a run (``runs/<name>``: its best checkpoint to ``runs/<name>/export/<fmt>``) or a model directory
     (``out`` required); check parity on the run's primary test manifest (or ``manifest``) and write the card.
 
@@ -158,9 +158,9 @@ def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quant
     write_format(model_dir, out, fmt, lang=lang, quantization=quantization)
     result: dict[str, Any] = {"format": fmt, "passed": None}
     if manifest is not None:
-        reference = None
+        reference, num_beams = None, 1
         if payload is not None:  # the run's adapted evaluation on this manifest, if any, and its beam width
-            num_beams = payload.get("recipe", {}).get("eval", {}).get("num_beams", num_beams)
+            num_beams = payload.get("recipe", {}).get("eval", {}).get("num_beams", 1)
             primary = payload.get("primary")
             reference = payload.get("evaluations", {}).get("adapted", {}).get(primary)
             if reference is not None and Path(reference.get("manifest") or "") != Path(manifest):
