@@ -327,12 +327,14 @@ class WhisperASR:
         hidden = hidden.to(self.device)
         if not torch.is_autocast_enabled(self.device.type):
             hidden = hidden.to(self.model.dtype)  # e.g. fp32 cached rows into a model loaded in bf16
+        extra: dict[str, Any] = {"output_scores": True} if self.no_speech_gate else {}
+        if num_beams > 1:
+            extra["cache"] = _beam_cache()
         with torch.no_grad(), _quiet_generate():
             out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
                                       task=task, prompt_ids=prompt_ids, return_timestamps=False,
                                       max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                      return_dict_in_generate=True,
-                                      **({"output_scores": True} if self.no_speech_gate else {}))
+                                      return_dict_in_generate=True, **extra)
         texts = [self._text(row.tolist()) for row in out.sequences]
         if self.no_speech_gate:
             silent = self._no_speech(hidden, prompt_ids, out)
@@ -351,11 +353,6 @@ class WhisperASR:
         transcript's mean token log-probability (beam search: the beam's length-normalized score) is under
         LOGPROB_THRESHOLD."""
         torch, _ = _deps()
-        start = [self.sot_id] if prompt_ids is None else [*prompt_ids.tolist(), self.sot_id]
-        dec = torch.as_tensor([start] * hidden.shape[0], device=self.device)
-        logits = self.model.model.decoder(input_ids=dec, encoder_hidden_states=hidden).last_hidden_state
-        logits = self.model.proj_out(logits[:, -1]).float()
-        no_speech = torch.softmax(logits, dim=-1)[:, self.no_speech_id]
         if getattr(out, "sequences_scores", None) is not None:  # beam search: its length-normalized score
             mean_logprob = out.sequences_scores.float()
         else:
@@ -364,7 +361,18 @@ class WhisperASR:
             ended = torch.cumsum(generated == self.eot_id, dim=1)  # tokens up to and including the first eot
             counted = (ended == 0) | ((ended == 1) & (generated == self.eot_id))
             mean_logprob = (steps.float() * counted).sum(1) / counted.sum(1).clamp(min=1)
-        return ((no_speech > NO_SPEECH_THRESHOLD) & (mean_logprob < LOGPROB_THRESHOLD)).tolist()
+        silent = [False] * hidden.shape[0]
+        doubtful = (mean_logprob < LOGPROB_THRESHOLD).nonzero().flatten().tolist()
+        if not doubtful:  # a confident transcript stands whatever the no-speech token says: no decoder pass
+            return silent
+        start = [self.sot_id] if prompt_ids is None else [*prompt_ids.tolist(), self.sot_id]
+        dec = torch.as_tensor([start] * len(doubtful), device=self.device)
+        logits = self.model.model.decoder(input_ids=dec, encoder_hidden_states=hidden[doubtful]).last_hidden_state
+        logits = self.model.proj_out(logits[:, -1]).float()
+        no_speech = torch.softmax(logits, dim=-1)[:, self.no_speech_id]
+        for i, p in zip(doubtful, no_speech.tolist(), strict=True):
+            silent[i] = p > NO_SPEECH_THRESHOLD
+        return silent
 
     def _text(self, ids: list[int]) -> str:
         if self.sot_id in ids:  # anything up to the forced prefix (a prompt) is not output
@@ -381,6 +389,21 @@ class _GenerateNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(n in record.getMessage() for n in self.NOISE)
+
+
+def _beam_cache() -> Any:
+    """A decoder cache for beam search that reorders only the self-attention keys and values.
+
+    Beam search reorders the cache after every step. The cross-attention rows of one clip's beams are copies of
+    that clip's encoder output and beams never move between clips, so reordering those rows changes nothing; on
+    CPU it was over a third of whisper-base's decoding time with beams of 2."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    class BeamCache(EncoderDecoderCache):
+        def reorder_cache(self, beam_idx: Any) -> None:
+            self.self_attention_cache.reorder_cache(beam_idx)
+
+    return BeamCache(DynamicCache(), DynamicCache())
 
 
 @contextlib.contextmanager

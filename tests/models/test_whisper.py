@@ -349,6 +349,30 @@ def test_beam_search_falls_back_to_greedy_on_a_looping_transcript(talkative, mon
     assert talkative.transcribe(audios, "es", max_new_tokens=12) == greedy_hyps and widths == [1]
 
 
+def test_beam_search_without_reordering_the_cross_attention_cache_decodes_the_same(talkative, monkeypatch):
+    import speechtl.models.whisper as whisper_module
+
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4), tone(500, 0.3)]
+    ours = talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12)
+    monkeypatch.setattr(whisper_module, "_beam_cache", lambda: None)  # transformers' own cache, reordered in full
+    assert talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12) == ours
+    assert any(ours)  # words were decoded, so beams were reordered along the way
+
+
+def test_the_beam_cache_reorders_the_decoder_states_and_leaves_the_encoder_rows():
+    from speechtl.models.whisper import _beam_cache
+
+    cache = _beam_cache()
+    own = torch.arange(4.0).reshape(4, 1, 1, 1).expand(4, 2, 3, 8).clone()  # one row per beam
+    cross = torch.randn(4, 2, 5, 8)
+    cache.self_attention_cache.update(own, own + 10, 0)
+    cache.cross_attention_cache.update(cross, cross + 1, 0)
+    cache.reorder_cache(torch.tensor([1, 1, 3, 2]))
+    assert cache.self_attention_cache.layers[0].keys[:, 0, 0, 0].tolist() == [1.0, 1.0, 3.0, 2.0]
+    assert cache.self_attention_cache.layers[0].values[:, 0, 0, 0].tolist() == [11.0, 11.0, 13.0, 12.0]
+    assert torch.equal(cache.cross_attention_cache.layers[0].keys, cross)
+
+
 def test_the_default_beam_width_is_the_models_and_the_no_speech_rule_holds_with_beams(talkative, monkeypatch):
     import speechtl.models.whisper as whisper_module
 
