@@ -67,6 +67,16 @@ def weight_files_identical(model_dir: Path, export_dir: Path) -> bool:
     return all(file_sha256(model_dir / n) == file_sha256(export_dir / n) for n in names)
 
 
+def _with_beams(runtime: Any, num_beams: int) -> Any:
+    """``runtime`` set to decode with beams of ``num_beams``: faster-whisper's ``clip_beams``, a transformers
+    Whisper's own width (a runtime with neither, e.g. a CTC model, is returned as it is)."""
+    if hasattr(runtime, "clip_beams"):
+        runtime.clip_beams = num_beams
+    elif hasattr(getattr(runtime, "asr", None), "num_beams"):
+        runtime.asr.num_beams = num_beams
+    return runtime
+
+
 def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,
            reference: dict[str, Any] | None, margin_points: float, hf_check_utts: int | None = None,
            check_unpadded: bool = True, num_beams: int = 1) -> dict[str, Any]:
@@ -86,11 +96,10 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     workers = min(4, os.cpu_count() or 1)  # clips decoded side by side: 1.4x on 2 cores against one 2-thread worker
     runtime = load_runtime(export_dir, lang=lang, compute_type=compute_type or "int8", num_workers=workers,
                            cpu_threads=max(1, (os.cpu_count() or 1) // workers))
-    if hasattr(runtime, "clip_beams"):
-        runtime.clip_beams = num_beams
-    exported = evaluate_manifest(runtime, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
+    exported = evaluate_manifest(_with_beams(runtime, num_beams), utts, export_dir / "parity", lang=lang,
+                                 model_name=f"{fmt} export")
     if reference is None:
-        reference = evaluate_manifest(Transformers.load(model_dir, language=lang), utts,
+        reference = evaluate_manifest(_with_beams(Transformers.load(model_dir, language=lang), num_beams), utts,
                                       export_dir / "parity" / "torch", lang=lang, model_name=str(model_dir))
     diff = 100 * (exported["wer"] - reference["wer"])
     result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],

@@ -77,6 +77,28 @@ def test_an_export_better_than_the_margin_fails_too(tiny, tmp_path):
     assert saved["passed"] is False and saved["diff_points"] < -1.0
 
 
+def test_a_parity_check_decodes_both_sides_with_the_runs_beam_width(tiny, tmp_path, monkeypatch):
+    from speechtl.models.whisper import WhisperASR
+
+    out = tmp_path / "hf"
+    export(tiny["model"], "hf", out=out, lang="es")  # no manifest: no check
+    widths = []
+    real = WhisperASR.transcribe
+
+    def spy(self, *args, **kwargs):
+        widths.append(kwargs.get("num_beams") or self.num_beams)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(WhisperASR, "transcribe", spy)
+    parity(tiny["model"], out, "hf", tiny["manifest"], lang="es", compute_type=None, reference=None,
+           margin_points=1e6, num_beams=2)
+    assert widths and set(widths) == {2}  # the export and the PyTorch reference alike
+    widths.clear()
+    parity(tiny["model"], out, "hf", tiny["manifest"], lang="es", compute_type=None, reference=None,
+           margin_points=1e6)
+    assert widths and set(widths) == {1}
+
+
 def test_an_export_removes_the_staged_folder_of_a_killed_export(tiny, tmp_path):
     stale = tmp_path / ".hf.k1ll3d00.tmp"  # as staged_dir names it; its writer killed, so no lock held
     stale.mkdir()
