@@ -349,12 +349,12 @@ def test_beam_search_falls_back_to_greedy_on_a_looping_transcript(talkative, mon
     assert talkative.transcribe(audios, "es", max_new_tokens=12) == greedy_hyps and widths == [1]
 
 
-def test_beam_search_without_reordering_the_cross_attention_cache_decodes_the_same(talkative, monkeypatch):
+def test_beam_search_with_cross_attention_computed_once_per_clip_decodes_the_same(talkative, monkeypatch):
     import speechtl.models.whisper as whisper_module
 
     audios = [tone(300), tone(700, 0.6), tone(1200, 1.4), tone(500, 0.3)]
     ours = talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12)
-    monkeypatch.setattr(whisper_module, "_beam_cache", lambda: None)  # transformers' own cache, reordered in full
+    monkeypatch.setattr(whisper_module, "_beam_cache", lambda *a, **k: None)  # transformers' own cache, reordered in full
     assert talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12) == ours
     assert any(ours)  # words were decoded, so beams were reordered along the way
 
