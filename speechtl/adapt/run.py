@@ -42,7 +42,7 @@ from speechtl.models.encoder_cache import CachedEncoderTranscriber
 from speechtl.models.registry import resolve
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.runtimes import load_runtime
-from speechtl.models.whisper import WhisperASR
+from speechtl.models.whisper import NO_SPEECH_RULE, WhisperASR
 from speechtl.report.data import enrich, eval_dir, read_history, read_rows
 from speechtl.report.write import write_report
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT
@@ -262,7 +262,8 @@ class Run:
         baseline and the interpolation's alpha 0)."""
         if not self.recipe.eval.decode_cache:
             return transcriber
-        settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None),
+        settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None)
+                    and NO_SPEECH_RULE,
                     **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
         if settings["num_beams"] > 1:  # beams fall back to greedy decoding on a looping transcript
             settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT

@@ -69,6 +69,7 @@ class LabelTooLong(ValueError):
 
 NO_SPEECH_THRESHOLD = 0.6  # OpenAI's and faster-whisper's defaults for the no-speech rule
 LOGPROB_THRESHOLD = -1.0
+NO_SPEECH_RULE = "no-speech probability and a failed transcript (low log-probability or a loop)"
 
 
 def token_budget(duration_s: float | None, cap: int = 128) -> int:
@@ -337,7 +338,7 @@ class WhisperASR:
                                       return_dict_in_generate=True, **extra)
         texts = [self._text(row.tolist()) for row in out.sequences]
         if self.no_speech_gate:
-            silent = self._no_speech(hidden, prompt_ids, out)
+            silent = self._no_speech(hidden, prompt_ids, out, texts)
             texts = ["" if quiet else text for text, quiet in zip(texts, silent, strict=True)]
         if num_beams > 1:  # a beam stuck in a loop: that window decoded greedily instead
             loops = [i for i, text in enumerate(texts) if compression_ratio(text) > COMPRESSION_RATIO_LIMIT]
@@ -347,11 +348,13 @@ class WhisperASR:
                     texts[i] = text
         return texts
 
-    def _no_speech(self, hidden: Any, prompt_ids: Any, out: Any) -> list[bool]:
-        """Whisper's no-speech rule, as OpenAI's decoder and faster-whisper apply it: a window is silent when
-        the no-speech token's probability after ``<|startoftranscript|>`` is over NO_SPEECH_THRESHOLD and the
-        transcript's mean token log-probability (beam search: the beam's length-normalized score) is under
-        LOGPROB_THRESHOLD."""
+    def _no_speech(self, hidden: Any, prompt_ids: Any, out: Any, texts: list[str]) -> list[bool]:
+        """Whisper's no-speech rule (NO_SPEECH_RULE): a window is silent when the no-speech token's probability
+        after ``<|startoftranscript|>`` is over NO_SPEECH_THRESHOLD and its transcript failed, as OpenAI's
+        decoder and faster-whisper judge a decode failed: a mean token log-probability (beam search: the beam's
+        length-normalized score) under LOGPROB_THRESHOLD or, which they only retry, a compression ratio over
+        COMPRESSION_RATIO_LIMIT. A loop the model writes on a window it takes for silence is no transcript: the
+        medical model, prompted with its terms, answered a DTMF clip with a confident "psopopopo..."."""
         torch, _ = _deps()
         if getattr(out, "sequences_scores", None) is not None:  # beam search: its length-normalized score
             mean_logprob = out.sequences_scores.float()
@@ -362,7 +365,8 @@ class WhisperASR:
             counted = (ended == 0) | ((ended == 1) & (generated == self.eot_id))
             mean_logprob = (steps.float() * counted).sum(1) / counted.sum(1).clamp(min=1)
         silent = [False] * hidden.shape[0]
-        doubtful = (mean_logprob < LOGPROB_THRESHOLD).nonzero().flatten().tolist()
+        doubtful = [i for i, (score, text) in enumerate(zip(mean_logprob.tolist(), texts, strict=True))
+                    if score < LOGPROB_THRESHOLD or compression_ratio(text) > COMPRESSION_RATIO_LIMIT]
         if not doubtful:  # a confident transcript stands whatever the no-speech token says: no decoder pass
             return silent
         start = [self.sot_id] if prompt_ids is None else [*prompt_ids.tolist(), self.sot_id]

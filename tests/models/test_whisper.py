@@ -373,6 +373,33 @@ def test_the_beam_cache_reorders_the_decoder_states_and_leaves_the_encoder_rows(
     assert torch.equal(cache.cross_attention_cache.layers[0].keys, cross)
 
 
+def test_a_loop_on_a_window_the_model_takes_for_silence_is_no_transcript(talkative, monkeypatch):
+    import speechtl.models.whisper as whisper_module
+
+    if not talkative.no_speech_gate:
+        pytest.skip("this tokenizer has no no-speech token")
+    audios = [tone(300), tone(700, 0.6)]
+    words = talkative.tokenizer.encode(" hola, buenos días", add_special_tokens=False)
+    loop = talkative.tokenizer.encode(" ps" + "op" * 40, add_special_tokens=False)
+    real_generate = talkative.model.generate
+
+    def the_second_clip_loops(**kwargs):  # the first clip says words, the second loops
+        out = real_generate(**kwargs)
+        prefix = out.sequences.tolist()[0][:len(talkative.prefix_tokens("es"))]
+        rows = [prefix + words, prefix + loop]
+        width = out.sequences.shape[1]  # as generated: one score per position after the prefix
+        assert all(len(row) < width for row in rows)
+        out.sequences = torch.tensor([row + [talkative.eot_id] * (width - len(row)) for row in rows])
+        return out
+
+    monkeypatch.setattr(talkative.model, "generate", the_second_clip_loops)
+    monkeypatch.setattr(whisper_module, "LOGPROB_THRESHOLD", float("-inf"))  # no transcript is unconfident
+    monkeypatch.setattr(whisper_module, "NO_SPEECH_THRESHOLD", 2.0)  # ... and no window silent: the loop stands
+    assert talkative.transcribe(audios, "es", max_new_tokens=90) == ["hola, buenos días", "ps" + "op" * 40]
+    monkeypatch.setattr(whisper_module, "NO_SPEECH_THRESHOLD", -1.0)  # every window "probably silent"
+    assert talkative.transcribe(audios, "es", max_new_tokens=90) == ["hola, buenos días", ""]  # only the loop goes
+
+
 def test_the_default_beam_width_is_the_models_and_the_no_speech_rule_holds_with_beams(talkative, monkeypatch):
     import speechtl.models.whisper as whisper_module
 
