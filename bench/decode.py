@@ -3,7 +3,7 @@
 Baseline (named, measured in the same run): ``WhisperASR`` decoding with transformers' default
 cache for encoder-decoder beam search, which computes the cross-attention keys and values on the
 encoder output repeated for every beam and reorders them after every step. Against it: the same
-model and clips with speechtl's cache (``speechtl.models.whisper._beam_cache``: those keys and values
+model and clips with speechtl's cache (``speechtl.models.beam_cache.beam_cache``: those keys and values
 computed once per clip and never reordered). The encoder runs once, outside both timings; each
 system decodes the same encoder output in batches of ``--batch-size``. Prints the seconds of each,
 the speed-up, and how many transcripts differ (0 expected).
@@ -39,16 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     utts = read_manifest(args.manifest)[:args.limit]
     with torch.no_grad():
         hidden = asr.model.model.encoder(asr.features([load_audio(u.audio_filepath) for u in utts])).last_hidden_state
-    ours = whisper._beam_cache
+    ours = whisper.beam_cache
     results = {}
     for name, cache in (("transformers' cache (baseline)", lambda *a, **k: None), ("speechtl beam cache", ours)):
-        whisper._beam_cache = cache
+        whisper.beam_cache = cache
         try:
             started = time.perf_counter()
             texts = asr.transcribe_encoded(hidden, args.lang, num_beams=args.beams, batch_size=args.batch_size)
             results[name] = (time.perf_counter() - started, texts)
         finally:
-            whisper._beam_cache = ours
+            whisper.beam_cache = ours
     (base_s, base_texts), (our_s, our_texts) = results.values()
     print(f"{len(utts)} clips of {args.manifest}, beams of {args.beams}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")

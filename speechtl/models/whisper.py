@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from speechtl.models.beam_cache import beam_cache
 from speechtl.models.collate import NO_SPEECH, collate_tokens
 from speechtl.models.encoder_stages import run_encoder
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
@@ -330,7 +331,7 @@ class WhisperASR:
             hidden = hidden.to(self.model.dtype)  # e.g. fp32 cached rows into a model loaded in bf16
         extra: dict[str, Any] = {"output_scores": True} if self.no_speech_gate else {}
         if num_beams > 1:
-            extra["cache"] = _beam_cache(self.model, hidden, num_beams)
+            extra["cache"] = beam_cache(self.model, hidden, num_beams)
         with torch.no_grad(), _quiet_generate():
             out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
                                       task=task, prompt_ids=prompt_ids, return_timestamps=False,
@@ -393,36 +394,6 @@ class _GenerateNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(n in record.getMessage() for n in self.NOISE)
-
-
-def _beam_cache(model: Any = None, hidden: Any = None, num_beams: int = 1) -> Any:
-    """A decoder cache for beam search: the cross-attention keys and values computed once per clip, and only
-    the self-attention ones reordered.
-
-    transformers computes every decoder layer's cross-attention keys and values on the encoder output repeated
-    for each beam, and reorders them after every step. A clip's beams share its encoder rows and never move
-    to another clip, so here they are computed on the clip's rows (``hidden``, for ``model``'s decoder) and
-    repeated, and left in place: the same transcripts, 1.56x faster for whisper-base with beams of 2 on CPU
-    (bench/decode.py). Without ``model`` the cross-attention part fills itself as transformers' does."""
-    import torch
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-    class BeamCache(EncoderDecoderCache):
-        def reorder_cache(self, beam_idx: Any) -> None:
-            self.self_attention_cache.reorder_cache(beam_idx)
-
-    cache = BeamCache(DynamicCache(), DynamicCache())
-    if model is None:
-        return cache
-    with torch.no_grad():
-        for i, layer in enumerate(model.model.decoder.layers):
-            attn = layer.encoder_attn
-            shape = (hidden.shape[0], -1, attn.num_heads, attn.head_dim)
-            keys, values = (proj(hidden).view(shape).transpose(1, 2).repeat_interleave(num_beams, dim=0)
-                            for proj in (attn.k_proj, attn.v_proj))
-            cache.cross_attention_cache.update(keys.contiguous(), values.contiguous(), i)
-            cache.is_updated[i] = True
-    return cache
 
 
 @contextlib.contextmanager

@@ -354,15 +354,15 @@ def test_beam_search_with_cross_attention_computed_once_per_clip_decodes_the_sam
 
     audios = [tone(300), tone(700, 0.6), tone(1200, 1.4), tone(500, 0.3)]
     ours = talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12)
-    monkeypatch.setattr(whisper_module, "_beam_cache", lambda *a, **k: None)  # transformers' own cache, reordered in full
+    monkeypatch.setattr(whisper_module, "beam_cache", lambda *a, **k: None)  # transformers' own cache
     assert talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12) == ours
     assert any(ours)  # words were decoded, so beams were reordered along the way
 
 
 def test_the_beam_cache_reorders_the_decoder_states_and_leaves_the_encoder_rows():
-    from speechtl.models.whisper import _beam_cache
+    from speechtl.models.beam_cache import beam_cache
 
-    cache = _beam_cache()
+    cache = beam_cache()
     own = torch.arange(4.0).reshape(4, 1, 1, 1).expand(4, 2, 3, 8).clone()  # one row per beam
     cross = torch.randn(4, 2, 5, 8)
     cache.self_attention_cache.update(own, own + 10, 0)
