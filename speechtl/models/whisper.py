@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.models.beam_cache import beam_cache
+from speechtl.models.beam_cache import beam_cache, last_position_logits
 from speechtl.models.collate import NO_SPEECH, collate_tokens
 from speechtl.models.encoder_stages import run_encoder
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
@@ -332,7 +332,7 @@ class WhisperASR:
         extra: dict[str, Any] = {"output_scores": True} if self.no_speech_gate else {}
         if num_beams > 1:
             extra["cache"] = beam_cache(self.model, hidden, num_beams)
-        with torch.no_grad(), _quiet_generate():
+        with torch.no_grad(), _quiet_generate(), last_position_logits(self.model):
             out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
                                       task=task, prompt_ids=prompt_ids, return_timestamps=False,
                                       max_new_tokens=max_new_tokens, num_beams=num_beams,

@@ -359,6 +359,29 @@ def test_beam_search_with_cross_attention_computed_once_per_clip_decodes_the_sam
     assert any(ours)  # words were decoded, so beams were reordered along the way
 
 
+def test_a_prompted_decode_projects_only_the_last_position_and_decodes_the_same(talkative, monkeypatch):
+    import contextlib
+
+    import speechtl.models.whisper as whisper_module
+
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
+    prompt = "consulta de cardiología, amoxicilina"
+    positions: list[int] = []
+    handle = talkative.model.proj_out.register_forward_hook(lambda m, args, out: positions.append(
+        args[0].shape[1] if args[0].dim() == 3 else 1))
+    try:
+        ours = talkative.transcribe(audios, "es", prompt=prompt, num_beams=2, max_new_tokens=8)
+        assert positions and set(positions) == {1}
+        positions.clear()
+        monkeypatch.setattr(whisper_module, "last_position_logits", lambda model: contextlib.nullcontext())
+        full = talkative.transcribe(audios, "es", prompt=prompt, num_beams=2, max_new_tokens=8)
+    finally:
+        handle.remove()
+    assert max(positions) > 8  # every prompt position was projected
+    assert full == ours and any(ours)
+    assert talkative.model.proj_out(torch.zeros(1, 5, talkative.model.config.d_model)).shape[1] == 5  # hook gone
+
+
 def test_the_beam_cache_reorders_the_decoder_states_and_leaves_the_encoder_rows():
     from speechtl.models.beam_cache import beam_cache
 
