@@ -1,20 +1,23 @@
-"""Whisper beam-search decoding: speechtl's decoder cache against transformers' own, same transcripts.
+"""Whisper beam-search decoding: speechtl's decoding against transformers' own, same transcripts.
 
-Baseline (named, measured in the same run): ``WhisperASR`` decoding with transformers' default
-cache for encoder-decoder beam search, which computes the cross-attention keys and values on the
-encoder output repeated for every beam and reorders them after every step. Against it: the same
-model and clips with speechtl's cache (``speechtl.models.beam_cache.beam_cache``: those keys and values
-computed once per clip and never reordered). The encoder runs once, outside both timings; each
-system decodes the same encoder output in batches of ``--batch-size``. Prints the seconds of each,
-the speed-up, and how many transcripts differ (0 expected).
+Baseline (named, measured in the same run): ``WhisperASR`` decoding as transformers does it, with its
+default cache for encoder-decoder beam search (the cross-attention keys and values computed on the
+encoder output repeated for every beam and reordered after every step) and every decoder position
+projected onto the vocabulary. Against it: speechtl's cache alone
+(``speechtl.models.beam_cache.beam_cache``: those keys and values computed once per clip and never
+reordered), then with logits for the last position only (``last_position_logits``; what a prompt,
+``--terms``, makes costly). The encoder runs once, outside the timings; each system decodes the same
+encoder output in batches of ``--batch-size``, after one untimed warm-up clip. Prints the seconds of each, the speed-up against the
+baseline, and how many transcripts differ from it (0 expected).
 
-Run: ``python bench/decode.py MODEL_DIR MANIFEST [--beams 2] [--limit 48]`` (e.g. a run's
-``export/hf`` and ``data/medical-espeak/test.jsonl``).
+Run: ``python bench/decode.py MODEL_DIR MANIFEST [--beams 2] [--limit 48] [--terms FILE]`` (e.g. a
+run's ``export/hf``, ``data/medical-espeak/test.jsonl`` and ``recipes/es/medical_terms.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ import torch
 import speechtl.models.whisper as whisper
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import read_manifest
+from speechtl.evaluate.scoring import read_terms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,28 +38,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beams", type=int, default=2)
     p.add_argument("--limit", type=int, default=48, help="first N utterances of the manifest")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--terms", type=Path, help="prompt every clip with this term list, as the medical recipe does")
     args = p.parse_args(argv)
     asr = whisper.WhisperASR.load(args.model)
     utts = read_manifest(args.manifest)[:args.limit]
+    prompt = asr.term_prompt(read_terms(args.terms))[0] if args.terms else None
     with torch.no_grad():
         hidden = asr.model.model.encoder(asr.features([load_audio(u.audio_filepath) for u in utts])).last_hidden_state
-    ours = whisper.beam_cache
+    ours, last_only = whisper.beam_cache, whisper.last_position_logits
+    every_position = lambda model: contextlib.nullcontext()  # noqa: E731
+    systems = (("transformers (baseline)", lambda *a, **k: None, every_position),
+               ("speechtl beam cache", ours, every_position), ("+ last-position logits", ours, last_only))
+    asr.transcribe_encoded(hidden[:1], args.lang, prompt=prompt, num_beams=args.beams)  # warm-up, untimed
     results = {}
-    for name, cache in (("transformers' cache (baseline)", lambda *a, **k: None), ("speechtl beam cache", ours)):
-        whisper.beam_cache = cache
+    for name, cache, logits in systems:
+        whisper.beam_cache, whisper.last_position_logits = cache, logits
         try:
             started = time.perf_counter()
-            texts = asr.transcribe_encoded(hidden, args.lang, num_beams=args.beams, batch_size=args.batch_size)
+            texts = asr.transcribe_encoded(hidden, args.lang, prompt=prompt, num_beams=args.beams,
+                                           batch_size=args.batch_size)
             results[name] = (time.perf_counter() - started, texts)
         finally:
-            whisper.beam_cache = ours
-    (base_s, base_texts), (our_s, our_texts) = results.values()
+            whisper.beam_cache, whisper.last_position_logits = ours, last_only
     print(f"{len(utts)} clips of {args.manifest}, beams of {args.beams}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads")
-    for name, (seconds, _) in results.items():
-        print(f"  {name:<32} {seconds:7.1f} s  {seconds / len(utts):.3f} s/clip")
-    differ = sum(a != b for a, b in zip(base_texts, our_texts, strict=True))
-    print(f"speed-up {base_s / our_s:.2f}x; {differ} of {len(utts)} transcripts differ")
+          f"{torch.get_num_threads()} threads, " + (f"prompted with {args.terms}" if prompt else "no prompt"))
+    base_s, base_texts = results["transformers (baseline)"]
+    for name, (seconds, texts) in results.items():
+        differ = sum(a != b for a, b in zip(base_texts, texts, strict=True))
+        print(f"  {name:<26} {seconds:7.1f} s  {seconds / len(utts):.3f} s/clip  speed-up {base_s / seconds:.2f}x  "
+              f"{differ} of {len(utts)} transcripts differ")
     return 0
 
 

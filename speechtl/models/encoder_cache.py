@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from speechtl.models.whisper import token_budget
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the layout or the meaning of a row changes
+MEMO_BYTES = 2 << 30  # final encoder outputs a CachedEncoderTranscriber keeps in memory for decoding again
 
 
 _file_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file is hashed once
@@ -395,6 +397,7 @@ class CachedEncoderTranscriber:
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self._cache, self._compute = whisper_encoder_cache(asr, stage, self.root, precision=precision)
+        self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     def prepare(self, utts: Sequence[Utterance], progress: Callable[[int, int], None] | None = None) -> CacheStats:
         """Build the rows missing for ``utts`` (call once with every set, before evaluating)."""
@@ -405,11 +408,31 @@ class CachedEncoderTranscriber:
                               batch_size: int = 8) -> list[str]:
         import torch
 
-        rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
-        hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
-        if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
-            hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
+        hidden = self._encoded(utts)
         budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
         extra = {"durations_s": [u.duration for u in utts]} if getattr(self.asr, "takes_durations", False) else {}
         return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
                                            num_beams=self.num_beams, max_new_tokens=budget, **extra)
+
+    def _encoded(self, utts: Sequence[Utterance]) -> Any:
+        """The final encoder outputs of ``utts``: the cached prefix rows through the stages above it.
+
+        A run decodes the same batches with the same weights more than once (without and with a prompt), so
+        the outputs of the stages above the prefix are kept in memory (up to MEMO_BYTES, the oldest dropped
+        first) under the batch's utterance keys and the encoder weights' identity and in-place version: a
+        weight changed in place (an optimizer step, ``load_state_dict``) is a miss."""
+        import torch
+
+        encoder = self.asr.model.model.encoder
+        key = (tuple((id(p), p._version) for p in encoder.parameters()), tuple(utterance_key(u) for u in utts))
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
+        hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
+        if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
+            hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
+        self._memo[key] = hidden
+        while sum(h.numel() * h.element_size() for h in self._memo.values()) > MEMO_BYTES and len(self._memo) > 1:
+            self._memo.popitem(last=False)
+        return hidden

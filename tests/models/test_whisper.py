@@ -496,6 +496,36 @@ def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, s
         CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=0)
 
 
+def test_cached_prefix_transcriber_encodes_a_batch_once_per_weights(talkative, tmp_path, monkeypatch):
+    import copy
+
+    import soundfile as sf
+
+    import speechtl.models.encoder_cache as encoder_cache
+    from speechtl.data.manifest import Utterance
+
+    utts = []
+    for i, audio in enumerate([tone(300), tone(700, 0.6)]):
+        sf.write(tmp_path / f"u{i}.wav", audio, SR)
+        utts.append(Utterance(f"u{i}", str(tmp_path / f"u{i}.wav"), "x", duration=len(audio) / SR))
+    asr = copy.deepcopy(talkative)
+    cached = encoder_cache.CachedEncoderTranscriber(asr, tmp_path / "cache", precision="no", stage=2)
+    cached.prepare(utts)
+    calls = []
+    encode = encoder_cache._encode
+    monkeypatch.setattr(encoder_cache, "_encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    plain = cached.transcribe_utterances(utts, "es")
+    prompted = cached.transcribe_utterances(utts, "es", prompt="consulta")
+    assert len(calls) == 1 and cached.transcribe_utterances(utts[:1], "es") and len(calls) == 2  # another batch
+    assert prompted == talkative.transcribe([tone(300), tone(700, 0.6)], "es", prompt="consulta")
+    with torch.no_grad():
+        asr.model.model.encoder.layers[-1].fc2.bias.add_(5.0)  # weights changed in place: encoded afresh
+    changed = cached.transcribe_utterances(utts, "es")
+    assert len(calls) == 3
+    assert changed == asr.transcribe([tone(300), tone(700, 0.6)], "es") and plain == talkative.transcribe(
+        [tone(300), tone(700, 0.6)], "es")
+
+
 # ------------------------------------------------------------------ timestamped targets
 
 
