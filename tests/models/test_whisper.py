@@ -321,6 +321,21 @@ def test_the_no_speech_rule_empties_a_window_only_when_both_thresholds_say_so(as
         asr.no_speech_gate = True
 
 
+def test_the_no_speech_probability_is_read_without_the_prompt(asr, monkeypatch):
+    import speechtl.models.whisper as whisper_module
+
+    if not asr.no_speech_gate:
+        pytest.skip("this tokenizer has no no-speech token")
+    monkeypatch.setattr(whisper_module, "LOGPROB_THRESHOLD", float("inf"))  # every transcript failed: the pass runs
+    calls = []
+    decoder = asr.model.model.decoder
+    monkeypatch.setattr(decoder, "forward", lambda *a, forward=decoder.forward, **k: calls.append(
+        k["input_ids"].tolist()) or forward(*a, **k))
+    asr.transcribe([tone(400), tone(600)], "es", prompt="consulta de cardiología", max_new_tokens=4)
+    assert calls[-1] == [[asr.sot_id], [asr.sot_id]]  # the no-speech pass, after generation: no prompt before it
+    assert len(calls[0][0]) > 5  # generation itself read the prompt
+
+
 def test_beam_search_falls_back_to_greedy_on_a_looping_transcript(talkative, monkeypatch):
     audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
     greedy_hyps = talkative.transcribe(audios, "es", max_new_tokens=12)
