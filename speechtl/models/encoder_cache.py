@@ -406,8 +406,6 @@ class CachedEncoderTranscriber:
 
     def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
                               batch_size: int = 8) -> list[str]:
-        import torch
-
         hidden = self._encoded(utts)
         budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
         extra = {"durations_s": [u.duration for u in utts]} if getattr(self.asr, "takes_durations", False) else {}
@@ -418,9 +416,9 @@ class CachedEncoderTranscriber:
         """The final encoder outputs of ``utts``: the cached prefix rows through the stages above it.
 
         A run decodes the same batches with the same weights more than once (without and with a prompt), so
-        the outputs of the stages above the prefix are kept in memory (up to MEMO_BYTES, the oldest dropped
-        first) under the batch's utterance keys and the encoder weights' identity and in-place version: a
-        weight changed in place (an optimizer step, ``load_state_dict``) is a miss."""
+        the outputs of the stages above the prefix are kept in memory (up to MEMO_BYTES, the least recently
+        used dropped first) under the batch's utterance keys and the encoder weights' identity and in-place
+        version: a weight changed in place (an optimizer step, ``load_state_dict``) is a miss."""
         import torch
 
         encoder = self.asr.model.model.encoder
