@@ -4,9 +4,9 @@ Baseline (named, measured in the same run): ``WhisperASR`` decoding as transform
 default cache for encoder-decoder beam search (the cross-attention keys and values computed on the
 encoder output repeated for every beam and reordered after every step) and every decoder position
 projected onto the vocabulary. Against it: speechtl's cache alone
-(``speechtl.models.beam_cache.beam_cache``: those keys and values computed once per clip and never
-reordered), then with logits for the last position only (``last_position_logits``; what a prompt,
-``--terms``, makes costly). The encoder runs once, outside the timings; each system decodes the same
+(``speechtl.models.beam_cache.beam_cache``: those keys and values computed once per clip, kept at one
+row per clip that the clip's beams attend to, ``clip_rows_attention``, and never reordered), then with
+logits for the last position only (``last_position_logits``; what a prompt, ``--terms``, makes costly). The encoder runs once, outside the timings; each system decodes the same
 encoder output in batches of ``--batch-size``, after one untimed warm-up clip. Prints the seconds of
 each, the speed-up against the baseline, and how many transcripts differ from it (0 expected).
 
@@ -45,21 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     prompt = asr.term_prompt(read_terms(args.terms))[0] if args.terms else None
     with torch.no_grad():
         hidden = asr.model.model.encoder(asr.features([load_audio(u.audio_filepath) for u in utts])).last_hidden_state
-    ours, last_only = whisper.beam_cache, whisper.last_position_logits
-    every_position = lambda model: contextlib.nullcontext()  # noqa: E731
-    systems = (("transformers (baseline)", lambda *a, **k: None, every_position),
-               ("speechtl beam cache", ours, every_position), ("+ last-position logits", ours, last_only))
+    ours = whisper.beam_cache, whisper.clip_rows_attention, whisper.last_position_logits
+    plain = lambda model: contextlib.nullcontext()  # noqa: E731
+    systems = (("transformers (baseline)", (lambda *a, **k: None, plain, plain)),
+               ("speechtl beam cache", (ours[0], ours[1], plain)), ("+ last-position logits", ours))
     asr.transcribe_encoded(hidden[:1], args.lang, prompt=prompt, num_beams=args.beams)  # warm-up, untimed
     results = {}
-    for name, cache, logits in systems:
-        whisper.beam_cache, whisper.last_position_logits = cache, logits
+    for name, (cache, attention, logits) in systems:
+        whisper.beam_cache, whisper.clip_rows_attention, whisper.last_position_logits = cache, attention, logits
         try:
             started = time.perf_counter()
             texts = asr.transcribe_encoded(hidden, args.lang, prompt=prompt, num_beams=args.beams,
                                            batch_size=args.batch_size)
             results[name] = (time.perf_counter() - started, texts)
         finally:
-            whisper.beam_cache, whisper.last_position_logits = ours, last_only
+            whisper.beam_cache, whisper.clip_rows_attention, whisper.last_position_logits = ours
     print(f"{len(utts)} clips of {args.manifest}, beams of {args.beams}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads, " + (f"prompted with {args.terms}" if prompt else "no prompt"))
     base_s, base_texts = results["transformers (baseline)"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.models.beam_cache import beam_cache, last_position_logits
+from speechtl.models.beam_cache import beam_cache, clip_rows_attention, last_position_logits
 from speechtl.models.collate import NO_SPEECH, collate_tokens
 from speechtl.models.encoder_stages import run_encoder
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
@@ -330,13 +330,16 @@ class WhisperASR:
         if not torch.is_autocast_enabled(self.device.type):
             hidden = hidden.to(self.model.dtype)  # e.g. fp32 cached rows into a model loaded in bf16
         extra: dict[str, Any] = {"output_scores": True} if self.no_speech_gate else {}
+        start = ([] if prompt_ids is None else prompt_ids.tolist()) + prefix  # what generation starts from
         if num_beams > 1:
-            extra["cache"] = beam_cache(self.model, hidden, num_beams)
-        with torch.no_grad(), _quiet_generate(), last_position_logits(self.model):
+            extra["cache"] = beam_cache(self.model, hidden, start[:-1], num_beams)
+        with torch.no_grad(), _quiet_generate(), last_position_logits(self.model), clip_rows_attention(self.model):
             out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), language=lang,
                                       task=task, prompt_ids=prompt_ids, return_timestamps=False,
                                       max_new_tokens=max_new_tokens, num_beams=num_beams,
                                       return_dict_in_generate=True, **extra)
+        if out.sequences[:, :len(start)].tolist() != [start] * hidden.shape[0]:  # the cache holds start's states
+            raise RuntimeError(f"generation started from {out.sequences[0, :len(start)].tolist()}, not {start}")
         texts = [self._text(row.tolist()) for row in out.sequences]
         if self.no_speech_gate:
             silent = self._no_speech(hidden, out, texts)

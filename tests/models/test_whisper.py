@@ -364,14 +364,58 @@ def test_beam_search_falls_back_to_greedy_on_a_looping_transcript(talkative, mon
     assert talkative.transcribe(audios, "es", max_new_tokens=12) == greedy_hyps and widths == [1]
 
 
-def test_beam_search_with_cross_attention_computed_once_per_clip_decodes_the_same(talkative, monkeypatch):
+@pytest.mark.parametrize("prompt", [None, "consulta de cardiología, amoxicilina"])
+def test_beam_search_runs_the_encoder_keys_and_the_start_once_per_clip_and_decodes_the_same(talkative, monkeypatch,
+                                                                                            prompt):
+    import contextlib
+
     import speechtl.models.whisper as whisper_module
 
     audios = [tone(300), tone(700, 0.6), tone(1200, 1.4), tone(500, 0.3)]
-    ours = talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12)
-    monkeypatch.setattr(whisper_module, "beam_cache", lambda *a, **k: None)  # transformers' own cache
-    assert talkative.transcribe(audios, "es", num_beams=3, max_new_tokens=12) == ours
-    assert any(ours)  # words were decoded, so beams were reordered along the way
+    rows: list[int] = []
+    layer = talkative.model.model.decoder.layers[0]
+    hooks = [layer.encoder_attn.k_proj.register_forward_hook(lambda m, args, out: rows.append(out.shape[0])),
+             layer.fc1.register_forward_hook(lambda m, args, out: rows.append(-out.shape[0] * out.shape[1]))]
+    start = len(talkative.prefix_tokens("es")) + (len(talkative.tokenizer.get_prompt_ids(prompt)) if prompt else 0)
+    try:
+        ours = talkative.transcribe(audios, "es", prompt=prompt, num_beams=3, max_new_tokens=12)
+        assert rows[:3] == [4, -4 * (start - 1), -12]  # keys and start per clip, then one token per beam
+        monkeypatch.setattr(whisper_module, "beam_cache", lambda *a, **k: None)  # transformers' own cache
+        monkeypatch.setattr(whisper_module, "clip_rows_attention", lambda model: contextlib.nullcontext())
+        rows.clear()
+        theirs = talkative.transcribe(audios, "es", prompt=prompt, num_beams=3, max_new_tokens=12)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert rows[:2] == [12, -12 * start]  # transformers: keys and start per beam
+    assert theirs == ours and any(ours)  # words were decoded, so beams were reordered along the way
+    assert talkative.model.config._attn_implementation == "sdpa"  # restored after decoding
+
+
+def test_beam_search_refuses_a_cache_started_from_other_tokens_than_generation(talkative, monkeypatch):
+    english = talkative.prefix_tokens("en")
+    monkeypatch.setattr(talkative, "prefix_tokens", lambda lang, task="transcribe": english)  # generation: es
+    with pytest.raises(RuntimeError, match="generation started from"):
+        talkative.transcribe([tone(300)], "es", num_beams=2, max_new_tokens=4)
+
+
+def test_attention_over_clip_rows_matches_attention_over_repeated_rows():
+    from transformers.models.whisper.modeling_whisper import eager_attention_forward
+
+    from speechtl.models.beam_cache import _attention_over_clip_rows
+
+    clips, beams, heads, positions, width = 3, 2, 4, 5, 8
+    query = torch.randn(clips * beams, heads, positions, width)
+    key, value = torch.randn(clips, heads, 7, width), torch.randn(clips, heads, 7, width)
+    attention = _attention_over_clip_rows(eager_attention_forward)
+    module = torch.nn.Module().eval()
+    shared, _ = attention(module, query, key, value, None, scaling=0.5)
+    repeated, _ = eager_attention_forward(module, query, key.repeat_interleave(beams, 0),
+                                          value.repeat_interleave(beams, 0), None, scaling=0.5)
+    assert shared.shape == repeated.shape == (clips * beams, positions, heads, width)
+    torch.testing.assert_close(shared, repeated)
+    with pytest.raises(ValueError, match="5 query rows for 3 clips"):
+        attention(module, query[:5], key, value, None, scaling=0.5)
 
 
 def test_a_prompted_decode_projects_only_the_last_position_and_decodes_the_same(talkative, monkeypatch):
@@ -385,11 +429,11 @@ def test_a_prompted_decode_projects_only_the_last_position_and_decodes_the_same(
     handle = talkative.model.proj_out.register_forward_hook(lambda m, args, out: positions.append(
         args[0].shape[1] if args[0].dim() == 3 else 1))
     try:
-        ours = talkative.transcribe(audios, "es", prompt=prompt, num_beams=2, max_new_tokens=8)
+        ours = talkative.transcribe(audios, "es", prompt=prompt, max_new_tokens=8)  # greedy: the prompt is a step
         assert positions and set(positions) == {1}
         positions.clear()
         monkeypatch.setattr(whisper_module, "last_position_logits", lambda model: contextlib.nullcontext())
-        full = talkative.transcribe(audios, "es", prompt=prompt, num_beams=2, max_new_tokens=8)
+        full = talkative.transcribe(audios, "es", prompt=prompt, max_new_tokens=8)
     finally:
         handle.remove()
     assert max(positions) > 8  # every prompt position was projected
@@ -397,14 +441,14 @@ def test_a_prompted_decode_projects_only_the_last_position_and_decodes_the_same(
     assert talkative.model.proj_out(torch.zeros(1, 5, talkative.model.config.d_model)).shape[1] == 5  # hook gone
 
 
-def test_the_beam_cache_reorders_the_decoder_states_and_leaves_the_encoder_rows():
+def test_the_beam_cache_reorders_the_decoder_states_and_leaves_the_encoder_rows(talkative):
     from speechtl.models.beam_cache import beam_cache
 
-    cache = beam_cache()
+    cache = beam_cache(talkative.model, torch.randn(2, 6, talkative.model.config.d_model))
+    cross = cache.cross_attention_cache.layers[0].keys.clone()
+    assert cross.shape[0] == 2  # one row per clip
     own = torch.arange(4.0).reshape(4, 1, 1, 1).expand(4, 2, 3, 8).clone()  # one row per beam
-    cross = torch.randn(4, 2, 5, 8)
     cache.self_attention_cache.update(own, own + 10, 0)
-    cache.cross_attention_cache.update(cross, cross + 1, 0)
     cache.reorder_cache(torch.tensor([1, 1, 3, 2]))
     assert cache.self_attention_cache.layers[0].keys[:, 0, 0, 0].tolist() == [1.0, 1.0, 3.0, 2.0]
     assert cache.self_attention_cache.layers[0].values[:, 0, 0, 0].tolist() == [11.0, 11.0, 13.0, 12.0]
