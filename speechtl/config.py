@@ -178,8 +178,8 @@ class InterpolateConfig:
     alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of the adapted model: 0 = base, 1 = adapted
     # a candidate decodes the dev split of each source the run uses for dev; the lowest WER of those
     # sets joined into one wins (a tie goes to the smaller alpha, nearer the base model)
-    search: str = "grid"  # grid: decode every alpha; descend: the smallest, then down from the largest while
-    # the joined WER falls (speechtl.train.interpolate.select_alpha)
+    search: str = "grid"  # grid: decode every alpha; descend: down from the largest while the joined WER falls
+    # (speechtl.train.interpolate.select_alpha)
 
     def __post_init__(self) -> None:
         if not self.alphas or any(not 0 <= a <= 1 for a in self.alphas):

@@ -18,7 +18,8 @@ decode of the dev sets per candidate alpha.
   large one; a no-speech set adds its output words as insertions and no
   reference words); a tie goes to the smaller alpha, nearer the base model.
   It decodes the whole grid, or descends from the largest alpha while the
-  joined WER falls (fewer decodes).
+  joined WER falls (fewer decodes: the base model only when every alpha
+  above it was better than the next).
 - :class:`Interpolator` holds one working Whisper whose weights it sets to
   any alpha, and writes the chosen one as a plain transformers directory.
 """
@@ -82,10 +83,10 @@ def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
     """Decode candidates on each dev set with ``dev_score(alpha, ref, manifest)``; keep the lowest joined WER.
 
     The joined (pooled) dev WER is the errors of all sets over the reference words of all sets: the WER of
-    the dev sets read as one. ``search="grid"`` decodes every alpha. ``search="descend"`` decodes the
-    smallest alpha (the base model, whose decodes are cached), then walks down from the largest while the
-    joined WER keeps falling and stops at the first alpha that is no better: the grid's minimum when the
-    curve has one valley, as WiSE-FT curves do, for two or three decodes instead of all of them.
+    the dev sets read as one. ``search="grid"`` decodes every alpha. ``search="descend"`` walks down
+    from the largest alpha while the joined WER keeps falling and stops at the first alpha that is no better:
+    the grid's minimum when the curve has one valley, as WiSE-FT curves do, for two or three decodes instead
+    of all of them. The smallest alpha (the base model) is decoded only when the walk reaches it.
 
     Returns ``{"alpha": chosen, "candidates": [{"alpha", "dev_wer": {ref: rate}, "dev_errors": {ref: n},
     "dev_words": {ref: n}, "pooled_dev_wer"}] (the alphas decoded, ascending), "dev_sets": [refs],
@@ -117,10 +118,8 @@ def select_alpha(alphas: Sequence[float], dev_sets: Mapping[str, Path],
         for alpha in grid:
             pooled_at(alpha)
     else:
-        pooled_at(grid[0])
-        walk = grid[:0:-1]  # the largest first, down to the second smallest
-        if walk:
-            pooled_at(walk[0])
+        walk = grid[::-1]  # the largest first
+        pooled_at(walk[0])
         for upper, lower in zip(walk, walk[1:]):
             if pooled_at(upper) <= pooled_at(lower):
                 break
