@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speechtl import faults
 from speechtl.audio import AudioConfig, AudioRejected, prepare_file
 from speechtl.data.manifest import QuarantineRecord, RawItem, Utterance, summarize, validate, write_jsonl
 from speechtl.data.splits import SplitConfig, split
@@ -185,6 +186,7 @@ def prepare(
             results.extend(_work(job))
             if progress:
                 progress(len(job[0]))
+            faults.point("preparation")  # clips written, no manifest yet
     else:
         with ProcessPoolExecutor(max_workers=config.num_workers, initializer=die_with_parent,
                                  initargs=(os.getpid(),)) as pool:
@@ -192,6 +194,7 @@ def prepare(
                 results.extend(done)
                 if progress:
                     progress(len(job[0]))
+                faults.point("preparation")  # the other chunks still in the workers, no manifest yet
 
     utterances = [r for r in results if isinstance(r, Utterance)]
     rejected = [r for r in results if isinstance(r, QuarantineRecord)]

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from speechtl import audio
+from speechtl import audio, faults
 from speechtl.data.manifest import Utterance, read_manifest, write_jsonl
 from speechtl.evaluate.error_analysis import confusions, hallucinations
 from speechtl.evaluate.scoring import (
@@ -105,6 +105,7 @@ def transcribe_all(transcriber: Transcriber, utts: list[Utterance], lang: str, p
                 raise EvaluationError(f"utterance {utt.id}: transcriber returned {type(hyp).__name__}, not str")
             hyps[i] = hyp
         done += len(batch)
+        faults.point("evaluation")  # a set half decoded
         if progress is not None:
             progress(done, len(utts))
         log.debug("decoded %d/%d utterances", done, len(utts))

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from speechtl import faults
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import Utterance
 from speechtl.fsio import atomic_write_text, file_sha256, honour_umask, new_temporary, remove_stale
@@ -250,6 +251,7 @@ class EncoderCache:
                         raise ValueError(f"id={utt.id}: encoder output (max |x| = {peak:.3g}) does not fit "
                                          "float16; train without the encoder cache (cache_encoder=false)")
                 out[lo:lo + len(batch)] = half
+                faults.point("encoder-cache")  # a shard half written, no json
                 if progress is not None:
                     progress(min(lo + batch_size, len(utts)), len(utts))
             out.flush()

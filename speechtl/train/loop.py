@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speechtl import faults
 from speechtl.data.manifest import Utterance, read_manifest, validate
 from speechtl.evaluate.scoring import normalize_references, score
 from speechtl.fsio import atomic_write_text, swap_dir
@@ -316,6 +317,8 @@ class Trainer:
         st.utterances += window.utts
         self.emit(TrainEvent("step", st.step, self.total_steps, loss=mean_loss, lr=lr,
                              utterance_ids=tuple(window.ids)))
+        if self.last_dir.is_dir():
+            faults.point("training")  # weights past the last checkpoint
         if st.step % self.config.log_every_steps == 0 or st.step == self.total_steps:
             shared = float(self.acc.reduce(torch.tensor(mean_loss, device=self.acc.device), "mean"))
             rate = window.utts / max(window.time, 1e-9)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtl import faults
 from speechtl.data.manifest import RawItem, sentence_key
 from speechtl.data.splits import SplitConfig, assign
 from speechtl.data.synth import SynthError, Voice, espeak, kokoro
@@ -394,3 +395,4 @@ def _execute(tasks: list[_Task], config: SynthConfig, progress: Callable[[int], 
                     yield task.index, f"worker failed: {type(exc).__name__}: {exc}"
                 if progress is not None:
                     progress(1)
+                faults.point("synthesis")  # the other clips still in the workers
