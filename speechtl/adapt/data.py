@@ -28,7 +28,8 @@ from speechtl.fsio import atomic_write_text, file_sha256
 
 Notify = Callable[[str], None]
 
-DATA_VERSION = 2  # bump when prepared data from an older speechtl must not be reused (2: content-named synth audio)
+DATA_VERSION = 3  # bump when prepared data from an older speechtl must not be reused (2: content-named synth
+# audio, 3: source.json holds the digests of the manifests and clips, checked before they are reused)
 
 
 # source fields that only choose what the run takes from prepared data, or check it later: changing them
@@ -101,10 +102,14 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
     fingerprint = _fingerprint(source, recipe.lang, held_out)
     stamp = out_dir / "source.json"
     splits = {name: out_dir / f"{name}.jsonl" for name in ("train", "dev", "test")}
-    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-        if all(p.is_file() for p in splits.values()):
+    saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if saved.get("fingerprint") == fingerprint and all(p.is_file() for p in splits.values()):
+        damaged = [f for f, digest in saved["files"].items() if not Path(f).is_file() or file_sha256(f) != digest]
+        if not damaged:
             notify(f"data {source.name}: reusing {out_dir}")
             return splits
+        notify(f"data {source.name}: {len(damaged)} prepared file(s) missing or not matching their digest "
+               f"(first: {damaged[0]}); preparing the source again")
     started = time.perf_counter()
     if source.kind == "corpus":
         items = _corpus_items(source)
@@ -126,10 +131,9 @@ def prepare_source(source: SourceConfig, recipe: RecipeConfig, out_dir: Path, no
         f"{s['rejected']} rejected -> {out_dir / 'quarantine.jsonl'}; "
         + ", ".join(f"{k} {split_summary[k]['utterances']}" for k in ("train", "dev", "test"))
     )
-    atomic_write_text(
-        stamp,
-        json.dumps({"fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1)}) + "\n",
-    )
+    files = [*splits.values(), *(u.audio_filepath for p in splits.values() for u in read_manifest(p))]
+    atomic_write_text(stamp, json.dumps({"fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1),
+                                         "files": {str(f): file_sha256(f) for f in files}}) + "\n")
     return splits
 
 

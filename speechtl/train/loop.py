@@ -57,7 +57,7 @@ from typing import Any
 from speechtl import faults
 from speechtl.data.manifest import Utterance, read_manifest, validate
 from speechtl.evaluate.scoring import normalize_references, score
-from speechtl.fsio import atomic_write_text, swap_dir
+from speechtl.fsio import atomic_write_text, file_sha256, swap_dir
 from speechtl.models.wav2vec2 import architecture
 from speechtl.text.normalize import Normalizer
 from speechtl.train.config import TrainConfig, check_resume, config_json, resolve_mixed_precision
@@ -138,6 +138,7 @@ class Trainer:
                                       "use a new out_dir")
             saved = json.loads(state_file.read_text(encoding="utf-8"))
             check_resume(saved["config"], self.config, self.last_dir)
+            _check_digests(self.last_dir, saved.get("files", {}))
             return saved
         if self.resume:
             log.info("resume: nothing saved in %s, starting from scratch", self.last_dir)
@@ -265,7 +266,8 @@ class Trainer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if self.is_main:
-            payload = {"config": config_json(self.config), "state": dataclasses.asdict(self.state)}
+            files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+            payload = {"config": config_json(self.config), "state": dataclasses.asdict(self.state), "files": files}
             atomic_write_text(tmp / STATE_FILE, json.dumps(payload, indent=2))
             swap_dir(tmp, self.last_dir)
         acc.wait_for_everyone()
@@ -404,6 +406,17 @@ class Trainer:
             cache_build_s=parts.cache_build_s, cache_stage=parts.cache_stage, mixed_precision=self.precision,
             num_processes=self.world, route=self.route, weights_sha256=weights_sha256(self.inner),
             history_path=self.history_path)
+
+
+def _check_digests(last_dir: Path, files: dict[str, str]) -> None:
+    """Refuse to resume from a checkpoint whose files do not match the digests saved with them."""
+    for name, digest in files.items():
+        path = last_dir / name
+        if not path.is_file():
+            raise ValueError(f"cannot resume {last_dir}: {name} is missing; remove {last_dir} to train afresh")
+        if file_sha256(path) != digest:
+            raise ValueError(f"cannot resume {last_dir}: {name} does not match the digest saved with it (corrupt); "
+                             f"remove {last_dir} to train afresh")
 
 
 def train(model_dir: Path | str, train_manifest: Path | str, dev_manifest: Path | str, out_dir: Path | str,

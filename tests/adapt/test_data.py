@@ -48,3 +48,25 @@ def test_train_speed_needs_packing(tmp_path):
     with pytest.raises(ConfigError, match="train_speed"):
         _recipe(tmp_path, train_speed=[0.9, 1.1])
     assert _recipe(tmp_path, pack_train_s=20.0, train_speed=[0.9, 1.1]).sources[0].train_speed == (0.9, 1.1)
+
+
+def test_a_damaged_prepared_clip_or_manifest_is_prepared_again_never_reused(tmp_path):
+    corpus = folder_corpus(tmp_path / "corpus", SENTENCES)
+    recipe, said = _recipe(corpus), []
+    first = read_manifest(prepare_data(recipe, tmp_path / "run", said.append).prepared["corpus"]["test"])
+    prepare_data(recipe, tmp_path / "run", said.append)
+    assert any("data corpus: reusing" in line for line in said)
+    clip = first[0].audio_filepath
+    good = open(clip, "rb").read()
+    with open(clip, "r+b") as handle:  # the header kept, the samples silenced: still a valid WAV file
+        handle.seek(44)
+        handle.write(bytes(len(good) - 44))
+    said.clear()
+    again = prepare_data(recipe, tmp_path / "run", said.append).prepared["corpus"]["test"]
+    assert any("not matching their digest" in line and clip in line for line in said)
+    assert not any("reusing" in line for line in said)
+    assert open(clip, "rb").read() == good and read_manifest(again) == first
+    (tmp_path / "run/data/corpus/train.jsonl").write_text("", encoding="utf-8")  # a manifest emptied
+    said.clear()
+    prepare_data(recipe, tmp_path / "run", said.append)
+    assert any("not matching their digest" in line and "train.jsonl" in line for line in said)

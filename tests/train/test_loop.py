@@ -375,6 +375,19 @@ def test_resume_ends_where_an_uninterrupted_run_ends(corpus, tmp_path):
     assert losses(straight.history_path) == losses(resumed.history_path)
 
 
+@pytest.mark.parametrize("damage", ["zero-filled", "missing"])
+def test_a_corrupt_checkpoint_is_refused_on_resume(tiny, corpus, tmp_path, damage):
+    config = quick(strategy="head", max_steps=2, eval_every_steps=1, mixed_precision="no")
+    train(tiny, corpus["train"], corpus["dev"], tmp_path / "run", config, NORM)
+    weights = tmp_path / "run" / "last" / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(bytes(weights.stat().st_size))  # the right size, every byte zero
+    with pytest.raises(ValueError, match=r"model\.safetensors (does not match the digest|is missing)"):
+        train(tiny, corpus["train"], corpus["dev"], tmp_path / "run", config, NORM, resume=True)
+
+
 def test_early_stopping_and_time_budget(tiny, corpus, tmp_path):
     patient = quick(strategy="head", max_steps=50, learning_rate=1e-12, eval_every_steps=1, eval_at_start=True,
                     early_stopping_patience=2)
