@@ -38,6 +38,26 @@ test: setup
 	$(VENV)/bin/lint-imports
 	$(RUN_ENV) $(PY) -m pytest -q
 
+# Voice-agent clients against speechtl (tests/integration/): Pipecat and LiveKit Agents, each in its own virtualenv
+# (.venv-pipecat, .venv-livekit) from its fully pinned tests/integration/requirements-CLIENT.txt, without torch;
+# the main virtualenv makes the tiny Whisper, its CT2 export and the speech clip, and runs `speechtl serve`.
+INTEGRATION_ASSETS ?= build/integration
+INTEGRATION_ENV := $(RUN_ENV) SPEECHTL_INTEGRATION_ASSETS=$(abspath $(INTEGRATION_ASSETS)) SPEECHTL_PYTHON=$(abspath $(PY))
+
+.PHONY: integration
+integration: setup .venv-pipecat/.speechtl-client .venv-livekit/.speechtl-client
+	rm -rf $(INTEGRATION_ASSETS)
+	$(RUN_ENV) $(PY) tests/integration/make_assets.py $(INTEGRATION_ASSETS)
+	$(INTEGRATION_ENV) SPEECHTL_CLIENT=pipecat .venv-pipecat/bin/python -m pytest -q tests/integration
+	$(INTEGRATION_ENV) SPEECHTL_CLIENT=livekit .venv-livekit/bin/python -m pytest -q tests/integration
+
+.venv-%/.speechtl-client: tests/integration/requirements-%.txt
+	rm -rf .venv-$*
+	python3 -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -r $<
+	touch $@
+
 # Data targets: one thin script per corpus in data_prep/ (corpus -> manifests with held-out splits).
 prepare-asterisk: setup
 	$(RUN_ENV) $(PY) data_prep/asterisk_es.py $(RUNS)/data/asterisk-es

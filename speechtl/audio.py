@@ -49,7 +49,7 @@ OUTPUT_FORMATS = ("wav", "flac")
 _FULL_SCALE = 0.999  # |x| at or above this counts as a full-scale (clipped) sample
 
 # Headerless formats ffmpeg cannot probe: extension -> ffmpeg input options.
-_RAW_INPUTS: dict[str, list[str]] = {
+RAW_INPUTS: dict[str, list[str]] = {
     ".g722": ["-f", "g722"],  # 16 kHz mono (the g722 demuxer default)
     ".722": ["-f", "g722"],
     ".ulaw": ["-f", "mulaw", "-ar", "8000", "-ac", "1"],
@@ -221,7 +221,7 @@ def _decode(path: Path | str, offset_s: float = 0.0,
         raise AudioRejected("unreadable", f"{path}: not a regular file")
     if size == 0:
         raise AudioRejected("unreadable", f"{path}: zero-byte file")
-    raw_args = _RAW_INPUTS.get(path.suffix.lower())
+    raw_args = RAW_INPUTS.get(path.suffix.lower())
     errors = []
     if raw_args is None:
         try:

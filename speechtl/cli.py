@@ -30,6 +30,7 @@ from speechtl.models.registry import resolve
 from speechtl.report.compare import compare, markdown_table
 from speechtl.runtimes import load_runtime
 from speechtl.runtimes.transformers import Transformers
+from speechtl.serve import app as serve_app
 from speechtl.serve.app import serve
 
 log = logging.getLogger("speechtl")
@@ -244,7 +245,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_dir, host=args.host, port=args.port, api_key=api_key, compute_type=args.compute_type,
         language=args.language, num_workers=args.workers, queue_size=args.queue_size,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_duration_s=args.max_duration_s,
-        model_id=args.model_id, log_level="debug" if args.verbose else "info",
+        model_id=args.model_id, log_level="debug" if args.verbose else "info", body_timeout_s=args.body_timeout_s,
+        upload_timeout_s=args.upload_timeout_s, header_timeout_s=args.header_timeout_s,
     )  # fmt: skip
     return 0
 
@@ -359,6 +361,12 @@ def _add_serve_command(sub: Any) -> None:
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload, MiB (413 above)")
     p.add_argument("--max-duration-s", type=float, default=600.0, help="longest accepted audio, seconds (413)")
     p.add_argument("--model-id", help="id in /v1/models (default: the model folder's name)")
+    p.add_argument("--body-timeout-s", type=float, default=serve_app.DEFAULT_BODY_TIMEOUT_S,
+                   help="cut a request body that sends nothing for this long (408), seconds")
+    p.add_argument("--upload-timeout-s", type=float, default=serve_app.DEFAULT_UPLOAD_TIMEOUT_S,
+                   help="cut a request body not complete this long after its headers (408), seconds")
+    p.add_argument("--header-timeout-s", type=float, default=serve_app.DEFAULT_HEADER_TIMEOUT_S,
+                   help="close a connection whose request headers have not all come within this, seconds")
     p.set_defaults(func=cmd_serve)
 
 

@@ -1,21 +1,18 @@
 """speechtl serve: a real uvicorn server on 127.0.0.1, driven through the official ``openai`` client.
 
-API-shape and error tests run a fake backend (fixed text and segments); the tiny random Whisper runs
-through the transformers backend and, converted to CTranslate2, through faster-whisper.
+API-shape and error tests run a fake backend (fixed text and segments, serve_harness.py); the tiny random
+Whisper runs through the transformers backend and, converted to CTranslate2, through faster-whisper. The
+limits (upload decoding, abandoned requests, timeouts) are tested in test_limits.py, the OpenAPI document in
+test_openapi.py.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -23,103 +20,25 @@ import soundfile as sf
 
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
+from serve_harness import (  # noqa: E402
+    ERROR_KEYS,
+    KEY,
+    MODEL,
+    TEXT,
+    FakeBackend,
+    api_error,
+    client,
+    raw,
+    running,
+    wav_bytes,
+)
+
 from speechtl.runtimes import FasterWhisper, Transformers, load_runtime  # noqa: E402
-from speechtl.runtimes.transcript import RequestError, Segment, Transcript, Word  # noqa: E402
+from speechtl.runtimes.transcript import RequestError  # noqa: E402
 from speechtl.serve.app import create_app  # noqa: E402
-
-KEY = "sk-test-key"
-TEXT = "hello world second part"
-ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-def wav_bytes(seconds: float, rate: int = 16000, channels: int = 1, freq_hz: float = 440.0) -> bytes:
-    t = np.arange(int(rate * seconds)) / rate
-    tone = (0.3 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
-    buf = io.BytesIO()
-    sf.write(buf, np.stack([tone] * channels, axis=1) if channels > 1 else tone, rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
-class FakeBackend:
-    """Deterministic: two segments splitting the clip in halves; optionally blocks until ``gate`` is set."""
-
-    name = "fake"
-    max_concurrency = 1
-    supports_prompt = True
-    supports_words = True
-
-    def __init__(self, gate: threading.Event | None = None) -> None:
-        self.gate, self.started, self.calls = gate, threading.Event(), []
-
-    def transcript(self, audio, *, language=None, prompt=None, temperature=0.0, word_timestamps=False):
-        self.calls.append({"num_samples": len(audio), "dtype": str(audio.dtype), "language": language,
-                           "prompt": prompt, "temperature": temperature, "words": word_timestamps})
-        self.started.set()
-        if self.gate is not None:
-            assert self.gate.wait(20)
-        half = len(audio) / 16000 / 2
-        segments = (Segment(0, 0, 0.0, half, " hello world", (11, 12), 0.0, -0.25, 1.1, 0.01),
-                    Segment(1, int(half * 100), half, 2 * half, " second part", (13, 14), 0.2, -0.5, 1.2, 0.02))
-        words = (Word(" hello", 0.0, 0.2), Word(" world", 0.2, half)) if word_timestamps else None
-        return Transcript(TEXT, language or "es", 2 * half, segments, words)
-
-
-@contextmanager
-def running(app):
-    """uvicorn on a free port in a background thread; stopped on exit."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
-
-
-def client(port: int, key: str = KEY):
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=60)
-
-
-def raw(port: int, path: str, *, fields: dict | None = None, files: dict | None = None, key: str | None = KEY):
-    """(status, body) of a GET, or of a multipart POST when fields/files are given (files: name -> (filename,
-    bytes, content type))."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = None
-    if fields is not None or files is not None:
-        boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                 for k, v in (fields or {}).items()]
-        parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{fn}"\r\n'
-                  f"Content-Type: {ctype}\r\n\r\n".encode() + body + b"\r\n"
-                  for k, (fn, body, ctype) in (files or {}).items()]
-        data = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def api_error(exc_info, status: int) -> dict:
-    """The OpenAI error object of a failed client call, checked for status and shape."""
-    exc = exc_info.value
-    assert exc.status_code == status, exc.response.text
-    error = exc.response.json()["error"]
-    assert set(error) == ERROR_KEYS
-    return error
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +48,7 @@ def fake():
 
 @pytest.fixture(scope="module")
 def port(fake):
-    app = create_app(fake, api_key=KEY, max_upload_bytes=200_000, max_duration_s=5.0, queue_size=4,
-                     model_id="tiny-fake")
+    app = create_app(fake, api_key=KEY, model_id=MODEL, max_upload_bytes=200_000, max_duration_s=5.0, queue_size=4)
     with running(app) as p:
         yield p
 
@@ -147,12 +65,12 @@ def wav(tmp_path):
 
 def test_json_text_and_audio_reaches_backend_as_16k_mono(port, fake, wav):
     with open(wav, "rb") as f:
-        result = client(port).audio.transcriptions.create(model="whisper-1", file=f)
+        result = client(port).audio.transcriptions.create(model=MODEL, file=f)
     assert result.text == TEXT
     assert fake.calls[-1] == {"num_samples": 16000, "dtype": "float32", "language": None, "prompt": None,
                               "temperature": 0.0, "words": False}
     stereo = ("stereo.wav", wav_bytes(1.0, rate=44100, channels=2), "audio/wav")  # downmixed, resampled
-    assert client(port).audio.transcriptions.create(model="x", file=stereo, response_format="json").text == TEXT
+    assert client(port).audio.transcriptions.create(model=MODEL, file=stereo, response_format="json").text == TEXT
     assert abs(fake.calls[-1]["num_samples"] - 16000) <= 2
 
 
@@ -160,20 +78,20 @@ def test_digital_silence_is_transcribed_not_rejected(port, fake):
     buf = io.BytesIO()
     sf.write(buf, np.zeros(8000, np.float32), 16000, format="WAV", subtype="PCM_16")
     silence = ("silence.wav", buf.getvalue(), "audio/wav")
-    assert client(port).audio.transcriptions.create(model="whisper-1", file=silence).text == TEXT
+    assert client(port).audio.transcriptions.create(model=MODEL, file=silence).text == TEXT
     assert fake.calls[-1]["num_samples"] == 8000
 
 
 def test_text_format(port, wav):
     with open(wav, "rb") as f:
-        result = client(port).audio.transcriptions.create(model="whisper-1", file=f, response_format="text")
+        result = client(port).audio.transcriptions.create(model=MODEL, file=f, response_format="text")
     assert isinstance(result, str) and result.strip() == TEXT
 
 
 def test_verbose_json_passes_options_and_has_openai_fields(port, fake, wav):
     with open(wav, "rb") as f:
         result = client(port).audio.transcriptions.create(
-            model="whisper-1", file=f, response_format="verbose_json", language="es", prompt="hola", temperature=0.4)
+            model=MODEL, file=f, response_format="verbose_json", language="es", prompt="hola", temperature=0.4)
     assert fake.calls[-1]["language"] == "es" and fake.calls[-1]["prompt"] == "hola"
     assert fake.calls[-1]["temperature"] == pytest.approx(0.4)
     body = result.model_dump(exclude_none=True)
@@ -189,7 +107,7 @@ def test_verbose_json_passes_options_and_has_openai_fields(port, fake, wav):
 def test_word_granularity(port, fake, wav):
     with open(wav, "rb") as f:
         result = client(port).audio.transcriptions.create(
-            model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word"])
+            model=MODEL, file=f, response_format="verbose_json", timestamp_granularities=["word"])
     assert fake.calls[-1]["words"] is True
     assert [(w.word, w.start, w.end) for w in result.words] == [(" hello", 0.0, 0.2), (" world", 0.2, 0.5)]
     assert not result.segments  # only what was asked for, as OpenAI does
@@ -198,17 +116,17 @@ def test_word_granularity(port, fake, wav):
 def test_srt_and_vtt(port, wav):
     c = client(port)
     with open(wav, "rb") as f:
-        srt = c.audio.transcriptions.create(model="whisper-1", file=f, response_format="srt")
+        srt = c.audio.transcriptions.create(model=MODEL, file=f, response_format="srt")
     assert srt == ("1\n00:00:00,000 --> 00:00:00,500\nhello world\n\n"
                    "2\n00:00:00,500 --> 00:00:01,000\nsecond part\n")
     with open(wav, "rb") as f:
-        vtt = c.audio.transcriptions.create(model="whisper-1", file=f, response_format="vtt")
+        vtt = c.audio.transcriptions.create(model=MODEL, file=f, response_format="vtt")
     assert vtt == "WEBVTT\n\n00:00:00.000 --> 00:00:00.500\nhello world\n\n00:00:00.500 --> 00:00:01.000\nsecond part\n"
 
 
 def test_models_and_health(port):
     models = client(port).models.list()
-    assert [(m.id, m.object, m.owned_by) for m in models.data] == [("tiny-fake", "model", "speechtl")]
+    assert [(m.id, m.object, m.owned_by) for m in models.data] == [(MODEL, "model", "speechtl")]
     assert isinstance(models.data[0].created, int)
     status, body = raw(port, "/health", key=None)  # no key needed
     assert status == 200 and json.loads(body)["status"] == "ok"
@@ -219,19 +137,19 @@ def test_models_and_health(port):
 
 def test_400_bad_parameters(port, wav):
     with pytest.raises(openai.BadRequestError) as info, open(wav, "rb") as f:
-        client(port).audio.transcriptions.create(model="whisper-1", file=f, response_format="xml")
+        client(port).audio.transcriptions.create(model=MODEL, file=f, response_format="xml")
     assert api_error(info, 400)["param"] == "response_format"
     with pytest.raises(openai.BadRequestError) as info, open(wav, "rb") as f:
-        client(port).audio.transcriptions.create(model="whisper-1", file=f, temperature=1.5)
+        client(port).audio.transcriptions.create(model=MODEL, file=f, temperature=1.5)
     assert api_error(info, 400)["param"] == "temperature"
     with pytest.raises(openai.BadRequestError) as info, open(wav, "rb") as f:  # granularities need verbose_json
-        client(port).audio.transcriptions.create(model="whisper-1", file=f, timestamp_granularities=["word"])
+        client(port).audio.transcriptions.create(model=MODEL, file=f, timestamp_granularities=["word"])
     assert api_error(info, 400)["param"] == "timestamp_granularities[]"
     # FastAPI's own 422 validation errors come back as 400 in OpenAI's shape
-    status, body = raw(port, "/v1/audio/transcriptions", fields={"model": "whisper-1"})
+    status, body = raw(port, "/v1/audio/transcriptions", fields={"model": MODEL})
     assert status == 400 and json.loads(body)["error"]["param"] == "file"
     assert json.loads(body)["error"]["code"] == "missing_required_parameter"
-    status, body = raw(port, "/v1/audio/transcriptions", fields={"model": "m", "temperature": "hot"},
+    status, body = raw(port, "/v1/audio/transcriptions", fields={"model": MODEL, "temperature": "hot"},
                        files={"file": ("clip.wav", wav.read_bytes(), "audio/wav")})
     assert status == 400 and json.loads(body)["error"]["param"] == "temperature"
     status, body = raw(port, "/v1/audio/transcriptions", files={"file": ("clip.wav", wav.read_bytes(), "audio/wav")})
@@ -240,7 +158,7 @@ def test_400_bad_parameters(port, wav):
 
 def test_400_undecodable_audio(port):
     with pytest.raises(openai.BadRequestError) as info:
-        client(port).audio.transcriptions.create(model="whisper-1",
+        client(port).audio.transcriptions.create(model=MODEL,
                                                  file=("clip.wav", b"RIFF but not audio", "audio/wav"))
     error = api_error(info, 400)
     assert error["param"] == "file" and "clip.wav" in error["message"] and "speechtl-serve-" not in error["message"]
@@ -248,11 +166,11 @@ def test_400_undecodable_audio(port):
 
 def test_401_wrong_or_missing_key(port, wav):
     with pytest.raises(openai.AuthenticationError) as info, open(wav, "rb") as f:
-        client(port, key="sk-wrong").audio.transcriptions.create(model="whisper-1", file=f)
+        client(port, key="sk-wrong").audio.transcriptions.create(model=MODEL, file=f)
     assert api_error(info, 401)["code"] == "invalid_api_key"
     status, body = raw(port, "/v1/models", key=None)
     assert status == 401 and set(json.loads(body)["error"]) == ERROR_KEYS
-    status, _ = raw(port, "/v1/audio/transcriptions", fields={"model": "m"},
+    status, _ = raw(port, "/v1/audio/transcriptions", fields={"model": MODEL},
                     files={"file": ("clip.wav", wav.read_bytes(), "audio/wav")}, key=None)
     assert status == 401
 
@@ -265,7 +183,7 @@ def test_401_wrong_or_missing_key(port, wav):
 def test_413_upload_and_duration_limits(port, seconds, rate, code):
     upload = ("long.wav", wav_bytes(seconds, rate=rate), "audio/wav")
     with pytest.raises(openai.APIStatusError) as info:
-        client(port).audio.transcriptions.create(model="whisper-1", file=upload)
+        client(port).audio.transcriptions.create(model=MODEL, file=upload)
     assert api_error(info, 413)["code"] == code
 
 
@@ -274,7 +192,7 @@ def test_413_upload_and_duration_limits(port, seconds, rate, code):
                                     ("setup.exe", b"MZ\x90\x00", "application/octet-stream")])
 def test_415_not_audio(port, upload):
     with pytest.raises(openai.APIStatusError) as info:
-        client(port).audio.transcriptions.create(model="whisper-1", file=upload)
+        client(port).audio.transcriptions.create(model=MODEL, file=upload)
     assert api_error(info, 415)["param"] == "file"
 
 
@@ -283,16 +201,23 @@ def test_404_in_openai_shape(port):
     assert status == 404 and set(json.loads(body)["error"]) == ERROR_KEYS
 
 
+def test_a_model_other_than_the_served_one_is_openais_404(port, wav):
+    with open(wav, "rb") as f, pytest.raises(openai.NotFoundError) as caught:
+        client(port).audio.transcriptions.create(model="whisper-1", file=f)
+    error = caught.value.body
+    assert error["code"] == "model_not_found" and error["param"] == "model" and MODEL in error["message"]
+
+
 def test_503_when_queue_full_and_loop_stays_free():
     gate = threading.Event()
     backend = FakeBackend(gate)
-    app = create_app(backend, api_key=KEY, queue_size=1, model_id="slow")
+    app = create_app(backend, api_key=KEY, queue_size=1, model_id=MODEL)
     upload = ("clip.wav", wav_bytes(0.5), "audio/wav")
     with running(app) as p, ThreadPoolExecutor(2) as pool:
         try:
-            first = pool.submit(client(p).audio.transcriptions.create, model="m", file=upload)
+            first = pool.submit(client(p).audio.transcriptions.create, model=MODEL, file=upload)
             assert backend.started.wait(20)  # the first request is in the model, blocked
-            second = pool.submit(client(p).audio.transcriptions.create, model="m", file=upload)
+            second = pool.submit(client(p).audio.transcriptions.create, model=MODEL, file=upload)
             deadline = time.monotonic() + 20
             while True:  # the event loop still answers while a transcription runs
                 health = json.loads(raw(p, "/health", key=None)[1])
@@ -301,7 +226,7 @@ def test_503_when_queue_full_and_loop_stays_free():
                 assert time.monotonic() < deadline, health
                 time.sleep(0.02)
             with pytest.raises(openai.APIStatusError) as info:
-                client(p).audio.transcriptions.create(model="m", file=upload)
+                client(p).audio.transcriptions.create(model=MODEL, file=upload)
             error = api_error(info, 503)
             assert error["type"] == "server_error" and info.value.response.headers["retry-after"] == "1"
         finally:
@@ -352,20 +277,20 @@ def tiny_whisper(tmp_path_factory):
 def test_real_tiny_whisper_transformers_backend(tiny_whisper, wav):
     backend = load_runtime(tiny_whisper)
     assert isinstance(backend, Transformers) and backend.kind == "seq2seq"
-    with running(create_app(backend, model_id="tiny")) as p:
+    with running(create_app(backend, model_id=MODEL)) as p:
         c = client(p, key="anything")  # no key set: any key is accepted
         with open(wav, "rb") as f:
-            result = c.audio.transcriptions.create(model="tiny", file=f, response_format="verbose_json", language="en")
+            result = c.audio.transcriptions.create(model=MODEL, file=f, response_format="verbose_json", language="en")
         assert isinstance(result.text, str) and result.language == "english"
         assert result.duration == pytest.approx(1.0)
         [segment] = result.segments  # one segment covering the clip
         assert (segment.start, segment.end) == (0.0, pytest.approx(1.0))
         assert all(isinstance(t, int) for t in segment.tokens)
         with open(wav, "rb") as f:  # no language: detected
-            detected = c.audio.transcriptions.create(model="tiny", file=f, response_format="verbose_json")
+            detected = c.audio.transcriptions.create(model=MODEL, file=f, response_format="verbose_json")
         assert isinstance(detected.language, str) and detected.language
         with pytest.raises(openai.BadRequestError) as info, open(wav, "rb") as f:
-            c.audio.transcriptions.create(model="tiny", file=f, language="xx")
+            c.audio.transcriptions.create(model=MODEL, file=f, language="xx")
         assert api_error(info, 400)["param"] == "language"
 
 
@@ -382,10 +307,10 @@ def test_real_tiny_whisper_ct2_on_faster_whisper(tiny_whisper, tmp_path, wav):
     # 1-s clip is luck
     ctranslate2.set_random_seed(0)
     backend = FasterWhisper(ct2, compute_type="float32", beam_size=1)
-    with running(create_app(backend, api_key=KEY, model_id="tiny-ct2")) as p:
+    with running(create_app(backend, api_key=KEY, model_id=MODEL)) as p:
         with open(wav, "rb") as f:
             result = client(p).audio.transcriptions.create(
-                model="tiny-ct2", file=f, response_format="verbose_json", language="en", temperature=0.5,
+                model=MODEL, file=f, response_format="verbose_json", language="en", temperature=0.5,
                 timestamp_granularities=["segment", "word"])
         assert isinstance(result.text, str) and result.language == "english"
         assert result.duration == pytest.approx(1.0) and result.segments
@@ -397,8 +322,16 @@ def test_real_tiny_whisper_ct2_on_faster_whisper(tiny_whisper, tmp_path, wav):
             assert all(isinstance(t, int) for t in s.tokens)
         assert isinstance(result.words, list) and all(w.end <= 1.0 for w in result.words)
         with open(wav, "rb") as f:
-            srt = client(p).audio.transcriptions.create(model="tiny-ct2", file=f, response_format="srt", temperature=1)
+            srt = client(p).audio.transcriptions.create(model=MODEL, file=f, response_format="srt", temperature=1)
         assert srt.startswith("1\n00:00:00,000 --> ")
+
+
+def test_the_default_model_id_is_the_runs_name(tmp_path):
+    from speechtl.serve.app import default_model_id
+
+    assert default_model_id(tmp_path / "runs/es-medical/export/ct2") == "es-medical"
+    assert default_model_id(tmp_path / "runs/es/checkpoints/interpolated") == "es"
+    assert default_model_id(tmp_path / "models/my-whisper") == "my-whisper"
 
 
 def test_cli_parses_serve():
@@ -407,6 +340,8 @@ def test_cli_parses_serve():
     args = build_parser().parse_args(["serve", "--model", "runs/es/export/ct2", "--port", "9000", "--api-key", "k"])
     assert args.func is cmd_serve and (args.host, args.port, args.api_key) == ("127.0.0.1", 9000, "k")
     assert (args.compute_type, args.queue_size, args.max_upload_mb) == ("int8", 8, 25.0)
+    timeouts = build_parser().parse_args(["serve", "--model", "m", "--body-timeout-s", "5", "--header-timeout-s", "2"])
+    assert (timeouts.body_timeout_s, timeouts.upload_timeout_s, timeouts.header_timeout_s) == (5.0, 600.0, 2.0)
 
 
 def test_evaluation_decodes_with_the_clip_beam_width(tiny_whisper, tmp_path):
