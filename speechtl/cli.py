@@ -246,7 +246,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         language=args.language, num_workers=args.workers, queue_size=args.queue_size,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_duration_s=args.max_duration_s,
         model_id=args.model_id, log_level="debug" if args.verbose else "info", body_timeout_s=args.body_timeout_s,
-        upload_timeout_s=args.upload_timeout_s, header_timeout_s=args.header_timeout_s,
+        upload_timeout_s=args.upload_timeout_s, header_timeout_s=args.header_timeout_s, terms=args.terms,
+        use_hotwords=not args.no_hotwords,
     )  # fmt: skip
     return 0
 
@@ -361,6 +362,9 @@ def _add_serve_command(sub: Any) -> None:
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload, MiB (413 above)")
     p.add_argument("--max-duration-s", type=float, default=600.0, help="longest accepted audio, seconds (413)")
     p.add_argument("--model-id", help="id in /v1/models (default: the model folder's name)")
+    p.add_argument("--terms", help="term list file (one a line) passed as hotwords with every request (default: "
+                   "the run's term prompt, where its dev data kept it)")
+    p.add_argument("--no-hotwords", action="store_true", help="serve without the term list")
     p.add_argument("--body-timeout-s", type=float, default=serve_app.DEFAULT_BODY_TIMEOUT_S,
                    help="cut a request body that sends nothing for this long (408), seconds")
     p.add_argument("--upload-timeout-s", type=float, default=serve_app.DEFAULT_UPLOAD_TIMEOUT_S,

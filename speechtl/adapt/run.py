@@ -435,6 +435,7 @@ class Run:
 
         out = choose_prompt(self._dev_sets(), score, self.term_prompt, without_prompt(interpolation), NONSPEECH_DEV)
         out["terms_left_out"] = self.prompt_left_out
+        out["text"] = self.term_prompt  # what the export's users (speechtl serve) pass as the prompt
         joined = out["pooled_dev_wer"]
         self.notify(f"term prompt: joined dev WER {joined['without']:.1%} without, {joined['with']:.1%} with the "
                     f"{len(self.terms or ())} terms as prompt -> {'kept' if out['kept'] else 'not kept'}: "

@@ -70,8 +70,9 @@ class FasterWhisper:
             return list(pool.map(one, audios))
 
     def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                   temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:
-        """One request: segments and (when asked) words, for 16 kHz mono ``audio``."""
+                   temperature: float = 0.0, word_timestamps: bool = False, hotwords: str | None = None) -> Transcript:
+        """One request: segments and (when asked) words, for 16 kHz mono ``audio``; ``hotwords`` goes to
+        faster-whisper's ``hotwords`` (prompted before every window)."""
         language = language or self.language
         if language is not None and language not in self.languages:
             raise RequestError(f"Unsupported language: {language!r} (expected an ISO 639-1 code)", "language")
@@ -79,7 +80,8 @@ class FasterWhisper:
         duration = len(audio) / SAMPLE_RATE
         segments, info = self.model.transcribe(
             self._audio(audio), language=language, task="transcribe", initial_prompt=prompt or None,
-            temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False)
+            temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False,
+            hotwords=hotwords or None)
         segs, words = [], []
         for s in segments:  # a generator: decoding happens here
             if s.start >= duration:  # decoded from the padding, which is silence

@@ -79,11 +79,12 @@ class Transformers:
         return language
 
     def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
-                   temperature: float = 0.0, word_timestamps: bool = False) -> Transcript:
+                   temperature: float = 0.0, word_timestamps: bool = False, hotwords: str | None = None) -> Transcript:
         """One request: a segment per window of at most 30 s (cut at the quietest point before the limit), for
-        16 kHz mono ``audio`` of any length."""
+        16 kHz mono ``audio`` of any length; ``hotwords`` prompts each window where ``prompt`` is not given."""
         if word_timestamps:
             raise RequestError("word timestamps are not available for this model", "timestamp_granularities[]")
+        prompt = prompt or hotwords
         if prompt and not self.supports_prompt:
             raise RequestError("this model (CTC) takes no prompt", "prompt")
         audio = np.asarray(audio, dtype=np.float32)

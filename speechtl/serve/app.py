@@ -46,6 +46,7 @@ from speechtl.serve import openapi
 from speechtl.serve.connections import header_timeout_protocol
 from speechtl.serve.errors import ApiError, add_error_handlers, bad_parameter, too_large
 from speechtl.serve.gate import RequestGate
+from speechtl.serve.hotwords import served_hotwords
 from speechtl.serve.responses import subtitles, usage, verbose_json
 from speechtl.serve.slots import Job, Slots
 from speechtl.serve.upload import Cancelled, decode_upload
@@ -183,7 +184,7 @@ async def _outcome(receive: Any, slots: Slots, job: Job) -> Transcript:
 def create_app(backend: Runtime, *, api_key: str | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_duration_s: float = DEFAULT_MAX_DURATION_S, queue_size: int = DEFAULT_QUEUE_SIZE,
                model_id: str = "speechtl", body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-               upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S) -> Any:
+               upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S, hotwords: str | None = None) -> Any:
     """The FastAPI app serving ``backend`` (anything with the :class:`~speechtl.runtimes.Runtime` API).
 
     ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <api_key>`` (``/health`` stays open).
@@ -192,7 +193,8 @@ def create_app(backend: Runtime, *, api_key: str | None = None, max_upload_bytes
     ``queue_size``: requests that may wait for the model beyond the ``backend.max_concurrency`` running
     ones. ``model_id``: the id ``/v1/models`` lists. ``body_timeout_s``: longest pause allowed while a
     request body arrives; ``upload_timeout_s``: longest a whole body may take from its headers (408 and
-    the connection closed past either).
+    the connection closed past either). ``hotwords``: terms passed with every request that does not turn
+    them off (:mod:`speechtl.serve.hotwords`).
     """
     fastapi = _fastapi()
     if min(max_upload_bytes, max_duration_s, body_timeout_s, upload_timeout_s) <= 0 or queue_size < 0:
@@ -200,6 +202,9 @@ def create_app(backend: Runtime, *, api_key: str | None = None, max_upload_bytes
                          f"body_timeout_s ({body_timeout_s}) and upload_timeout_s ({upload_timeout_s}) > 0 and "
                          f"queue_size >= 0 ({queue_size})")
     slots = Slots(max(1, int(backend.max_concurrency)), queue_size)
+    if hotwords and not backend.supports_prompt:
+        log.warning("hotwords ignored: %s takes no prompt", backend.name)
+        hotwords = None
 
     @asynccontextmanager
     async def lifespan(_: Any) -> Any:
@@ -212,19 +217,19 @@ def create_app(backend: Runtime, *, api_key: str | None = None, max_upload_bytes
                        body_timeout_s=body_timeout_s, upload_timeout_s=upload_timeout_s)
     add_error_handlers(app)
     openapi.install(app, bearer=bool(api_key))
-    _add_info_routes(app, slots, backend, model_id)
-    _add_transcriptions(app, slots, backend, model_id, max_upload_bytes, max_duration_s)
+    _add_info_routes(app, slots, backend, model_id, hotwords)
+    _add_transcriptions(app, slots, backend, model_id, max_upload_bytes, max_duration_s, hotwords)
     return app
 
 
-def _add_info_routes(app: Any, slots: Slots, backend: Runtime, model_id: str) -> None:
+def _add_info_routes(app: Any, slots: Slots, backend: Runtime, model_id: str, hotwords: str | None) -> None:
     """``GET /health`` and ``GET /v1/models``."""
     created = int(time.time())
 
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_id, "backend": backend.name, "running": slots.running,
-                "waiting": slots.waiting, "free_slots": slots.capacity - slots.admitted}
+                "waiting": slots.waiting, "free_slots": slots.capacity - slots.admitted, "hotwords": hotwords}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -233,7 +238,7 @@ def _add_info_routes(app: Any, slots: Slots, backend: Runtime, model_id: str) ->
 
 
 def _add_transcriptions(app: Any, slots: Slots, backend: Runtime, model_id: str, max_upload_bytes: int,
-                        max_duration_s: float) -> None:
+                        max_duration_s: float, hotwords: str | None) -> None:
     """``POST /v1/audio/transcriptions``."""
     from fastapi import File, Form, Request, UploadFile
 
@@ -246,6 +251,8 @@ def _add_transcriptions(app: Any, slots: Slots, backend: Runtime, model_id: str,
         temperature: Annotated[float, Form(json_schema_extra={"minimum": 0, "maximum": 1})] = 0.0,
         granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]", json_schema_extra={
             "anyOf": [{"type": "array", "items": {"enum": ["segment", "word"]}}, {"type": "null"}]})] = None,
+        use_hotwords: Annotated[bool, Form(alias="hotwords", description="speechtl: false decodes without the "
+                                           "server's term list")] = True,
     ) -> Any:
         grans = _checked_form(backend, model, model_id, response_format, temperature, granularities, prompt)
         suffix = _check_media(file)
@@ -258,6 +265,8 @@ def _add_transcriptions(app: Any, slots: Slots, backend: Runtime, model_id: str,
                            kind="server_error", code="server_overloaded", headers={"Retry-After": "1"})
         options = {"language": (language or "").strip().lower() or None, "prompt": prompt or None,
                    "temperature": temperature, "word_timestamps": "word" in grans}
+        if hotwords and use_hotwords:
+            options["hotwords"] = hotwords
         try:
             slots.submit(job, functools.partial(_job, backend, file.file, suffix, file.filename or "file",
                                                 max_duration_s, job.cancelled, options))
@@ -280,11 +289,13 @@ def serve(model_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, a
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_duration_s: float = DEFAULT_MAX_DURATION_S,
           queue_size: int = DEFAULT_QUEUE_SIZE, model_id: str | None = None, log_level: str = "info",
           body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
-          header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S) -> None:
+          header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S, terms: Path | str | None = None,
+          use_hotwords: bool = True) -> None:
     """Load the model in ``model_dir`` (:func:`~speechtl.runtimes.load_runtime`) and serve it until stopped.
 
     The timeouts: ``header_timeout_s`` for a connection's request headers, ``body_timeout_s`` for a pause in
-    a request body, ``upload_timeout_s`` for a whole body (see :func:`create_app`).
+    a request body, ``upload_timeout_s`` for a whole body (see :func:`create_app`). ``terms``: a term list
+    file for the hotwords (default: the run's kept term prompt); ``use_hotwords=False``: none.
     """
     _fastapi()
     try:
@@ -299,6 +310,7 @@ def serve(model_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000, a
         log.warning("num_workers=%d ignored: %s serves one request at a time", num_workers, backend.name)
     app = create_app(backend, api_key=api_key, max_upload_bytes=max_upload_bytes, max_duration_s=max_duration_s,
                      queue_size=queue_size, model_id=model_id or default_model_id(model_dir),
-                     body_timeout_s=body_timeout_s, upload_timeout_s=upload_timeout_s)
+                     body_timeout_s=body_timeout_s, upload_timeout_s=upload_timeout_s,
+                     hotwords=served_hotwords(model_dir, terms) if use_hotwords else None)
     log.info("serving %s (%s) on http://%s:%d/v1", model_dir, backend.name, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, http=header_timeout_protocol(header_timeout_s))

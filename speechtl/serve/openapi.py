@@ -43,7 +43,8 @@ TRANSCRIPTION_SCHEMA = {"oneOf": [
 _COUNT = {"type": "integer", "minimum": 0}
 _HEALTH = {"type": "object", "required": ["status", "model", "backend", "running", "waiting", "free_slots"],
            "properties": {"status": {"const": "ok"}, "model": {"type": "string"}, "backend": {"type": "string"},
-                          "running": _COUNT, "waiting": _COUNT, "free_slots": _COUNT}}
+                          "running": _COUNT, "waiting": _COUNT, "free_slots": _COUNT,
+                          "hotwords": {"type": ["string", "null"]}}}
 _MODELS = {"type": "object", "required": ["object", "data"],
            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
                "type": "object", "required": ["id", "object", "created", "owned_by"],

@@ -48,9 +48,10 @@ class FakeBackend:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate, self.started, self.calls = gate, threading.Event(), []
 
-    def transcript(self, audio, *, language=None, prompt=None, temperature=0.0, word_timestamps=False):
+    def transcript(self, audio, *, language=None, prompt=None, temperature=0.0, word_timestamps=False, hotwords=None):
         self.calls.append({"num_samples": len(audio), "dtype": str(audio.dtype), "language": language,
-                           "prompt": prompt, "temperature": temperature, "words": word_timestamps})
+                           "prompt": prompt, "temperature": temperature, "words": word_timestamps,
+                           "hotwords": hotwords})
         self.started.set()
         if self.gate is not None:
             assert self.gate.wait(20)

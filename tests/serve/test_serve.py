@@ -30,6 +30,7 @@ from serve_harness import (  # noqa: E402
     TEXT,
     FakeBackend,
     api_error,
+    call,
     client,
     raw,
     running,
@@ -68,7 +69,7 @@ def test_json_text_and_audio_reaches_backend_as_16k_mono(port, fake, wav):
         result = client(port).audio.transcriptions.create(model=MODEL, file=f)
     assert result.text == TEXT
     assert fake.calls[-1] == {"num_samples": 16000, "dtype": "float32", "language": None, "prompt": None,
-                              "temperature": 0.0, "words": False}
+                              "temperature": 0.0, "words": False, "hotwords": None}
     stereo = ("stereo.wav", wav_bytes(1.0, rate=44100, channels=2), "audio/wav")  # downmixed, resampled
     assert client(port).audio.transcriptions.create(model=MODEL, file=stereo, response_format="json").text == TEXT
     assert abs(fake.calls[-1]["num_samples"] - 16000) <= 2
@@ -324,6 +325,35 @@ def test_real_tiny_whisper_ct2_on_faster_whisper(tiny_whisper, tmp_path, wav):
         with open(wav, "rb") as f:
             srt = client(p).audio.transcriptions.create(model=MODEL, file=f, response_format="srt", temperature=1)
         assert srt.startswith("1\n00:00:00,000 --> ")
+
+
+def test_hotwords_go_with_every_request_unless_turned_off(wav):
+    fake = FakeBackend()
+    with running(create_app(fake, api_key=KEY, model_id=MODEL, hotwords="ibuprofeno, amoxicilina")) as p:
+        with open(wav, "rb") as f:
+            client(p).audio.transcriptions.create(model=MODEL, file=f, prompt="hola")
+        assert fake.calls[-1]["hotwords"] == "ibuprofeno, amoxicilina" and fake.calls[-1]["prompt"] == "hola"
+        with open(wav, "rb") as f:
+            client(p).audio.transcriptions.create(model=MODEL, file=f, extra_body={"hotwords": "false"})
+        assert fake.calls[-1]["hotwords"] is None
+        status, body, _ = call(p, "/health", key=None)
+        assert status == 200 and json.loads(body)["hotwords"] == "ibuprofeno, amoxicilina"
+
+
+def test_served_hotwords_come_from_the_terms_file_or_the_runs_kept_prompt(tmp_path):
+    from speechtl.serve.hotwords import served_hotwords
+
+    model = tmp_path / "runs/es-medical/export/ct2"
+    model.mkdir(parents=True)
+    assert served_hotwords(model) is None  # not a run's export
+    run = {"prompting": {"kept": True, "text": "ibuprofeno, amoxicilina"}}
+    (model / "speechtl_run.json").write_text(json.dumps(run), encoding="utf-8")
+    assert served_hotwords(model) == "ibuprofeno, amoxicilina"
+    (model / "speechtl_run.json").write_text(json.dumps({"prompting": {"kept": False, "text": "x"}}), encoding="utf-8")
+    assert served_hotwords(model) is None  # dev data did not keep the prompt
+    terms = tmp_path / "terms.txt"
+    terms.write_text("# cardiology\nstent\nbypass\n", encoding="utf-8")
+    assert served_hotwords(model, terms) == "stent, bypass"
 
 
 def test_the_default_model_id_is_the_runs_name(tmp_path):
