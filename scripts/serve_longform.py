@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--export", default="ct2")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--compute-type", default="int8")
+    parser.add_argument("--terms", help="passed to speechtl serve (hotwords from a term list)")
+    parser.add_argument("--no-hotwords", action="store_true", help="passed to speechtl serve")
     args = parser.parse_args()
     report = json.loads((args.run_dir / "report.json").read_text(encoding="utf-8"))
     lang = report["recipe"]["lang"]
@@ -63,12 +65,15 @@ def main() -> None:
     recordings = read_manifest(args.run_dir / "data" / "longform" / Path(longform["adapted"]["manifest"]).name)
     normalizer = scoring_normalizer(lang)
     cmd = [sys.executable, "-m", "speechtl.cli", "serve", "--model", str(args.run_dir / "export" / args.export),
-           "--port", str(args.port), "--language", lang, "--compute-type", args.compute_type,
+           "--port", str(args.port), "--language", lang, "--compute-type", args.compute_type, "--model-id", "speechtl",
            "--max-duration-s", str(int(max(r.duration or 0 for r in recordings)) + 60)]
+    cmd += (["--terms", args.terms] if args.terms else []) + (["--no-hotwords"] if args.no_hotwords else [])
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{args.port}"
     try:
         wait_ready(base, server)
+        with urllib.request.urlopen(base + "/health", timeout=5) as response:
+            print(f"hotwords: {json.loads(response.read())['hotwords']}")
         hyps = []
         started = time.perf_counter()
         for rec in recordings:
