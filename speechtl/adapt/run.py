@@ -23,6 +23,7 @@ import yaml
 from speechtl.adapt import heldout
 from speechtl.adapt.ctc import beam_decoder, hf_baseline, transcriber
 from speechtl.adapt.data import RunData, prepare_data
+from speechtl.adapt.exporting import export_all
 from speechtl.adapt.progress import progress_printer
 from speechtl.adapt.prompting import choose_prompt, without_prompt
 from speechtl.audio import load as load_audio
@@ -30,20 +31,21 @@ from speechtl.cache import encoder_cache_dir
 from speechtl.config import RecipeConfig
 from speechtl.data.manifest import read_manifest, write_jsonl
 from speechtl.evaluate.decode import evaluate_manifest
+from speechtl.evaluate.langid import language_id
 from speechtl.evaluate.longform import PAUSE_S as LONGFORM_PAUSE_S
 from speechtl.evaluate.longform import LongForm, join_utterances
 from speechtl.evaluate.cached_decodes import DecodeCache, weights_key
 from speechtl.evaluate.nonspeech import evaluate_nonspeech
 from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
 from speechtl.evaluate.timestamps import timestamp_check, timestamp_line
-from speechtl.export.parity import ExportParityError, export
+from speechtl.export.parity import ExportParityError
 from speechtl.fsio import atomic_write_text
 from speechtl.models.encoder_cache import CachedEncoderTranscriber
 from speechtl.models.registry import resolve
 from speechtl.models.wav2vec2 import CtcASR, architecture
 from speechtl.runtimes import load_runtime
 from speechtl.models.whisper import NO_SPEECH_RULE, WhisperASR
-from speechtl.report.data import enrich, eval_dir, read_history, read_rows
+from speechtl.report.data import enrich, eval_dir, read_history, subset_wer
 from speechtl.report.write import write_report
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT
 from speechtl.train.config import resolve_mixed_precision
@@ -73,6 +75,7 @@ class Run:
         self.evaluations: dict[str, Any] = {}
         self.nonspeech: dict[str, Any] = {}  # system -> evaluate_nonspeech metrics on data.nonspeech_test
         self.longform: dict[str, Any] = {}  # system -> long-form against clip-by-clip WER of the primary set
+        self.langid: dict[str, Any] = {}  # system -> set -> language detected without forcing (evaluate.langid)
         self.prompting: dict[str, Any] | None = None  # the term prompt's dev choice (eval.term_prompt: dev)
         self.term_prompt = ""  # the term list as the Whisper prompt (WhisperASR.term_prompt), set by the baseline
         self.prompt_left_out: list[str] = []  # ... and the terms that did not fit in it
@@ -137,6 +140,7 @@ class Run:
         self.evaluations["baseline"] = self._evaluate_all(baseline, "baseline", self.data.sets, self.recipe.model,
                                                           replays=replays)
         self._evaluate_longform(base_asr, "baseline", self.recipe.model)
+        self._language_id(base_asr, "baseline")
         if self.recipe.eval.prompt_with_terms and self.terms:
             # zero-shot row: what Whisper's text prompt alone buys. The term list is domain specific, so only the
             # domain sets are decoded again (the report copes with a system that lacks the other sets).
@@ -192,6 +196,7 @@ class Run:
                 self.prompting = self._choose_prompt(adapted, interpolation)
             self.evaluations["adapted"] = self._evaluate_all(adapted, "adapted", self.data.sets, str(adapted_dir))
             self._evaluate_longform(adapted_asr, "adapted", str(adapted_dir))
+            self._language_id(adapted_asr, "adapted")
             if self.prompting and self.prompting["kept"]:
                 self.evaluations["adapted+prompt"] = self._evaluate_all(
                     adapted, "adapted+prompt", self.data.sets, str(adapted_dir), prompt=self.term_prompt)
@@ -218,12 +223,14 @@ class Run:
             "nonspeech": {"manifest": str(self.data.nonspeech_test), "systems": self.nonspeech} if self.nonspeech
             else None,
             "longform": self.longform or None,
+            "language_id": self.langid or None,
             "prompting": self.prompting,
         }
         # paired bootstrap comparisons, aligned examples: read back from eval/<system>/<set>/hypotheses.jsonl
         payload = enrich(payload, self.run_dir, seed=self.recipe.seed)
         t = time.perf_counter()
-        payload["exports"] = self._export_all(result.route, adapted_dir, payload)
+        payload["exports"] = export_all(self.recipe, self.run_dir, self.data.sets[self.recipe.eval.primary],
+                                        result.route, adapted_dir, payload, self.notify)
         self._timed("export_s", t)
         t = time.perf_counter()
         payload["timestamps"] = self._check_timestamps(payload["exports"].get("ct2"))
@@ -332,17 +339,11 @@ class Run:
                 self.notify(f"timestamps {system:<9} not checked: {exc}")
                 continue
             ids = {i for rec in recordings for i in rec.extra["joined_ids"]}
-            check["clip_wer"] = self._subset_wer(system, self.recipe.eval.primary, ids)
+            check["clip_wer"] = subset_wer(eval_dir(self.run_dir, system, self.recipe.eval.primary), ids)
             out["systems"][system] = check
             self.notify(f"timestamps {system:<9} {timestamp_line(check)} (PyTorch clip by clip on these "
                         f"utterances: {check['clip_wer']:.1%})")
         return out
-
-    def _subset_wer(self, system: str, ref: str, ids: set[str]) -> float:
-        """WER of ``system``'s evaluation of ``ref`` on the utterances ``ids`` only (errors over their words)."""
-        rows = [r for r in read_rows(eval_dir(self.run_dir, system, ref) / "hypotheses.jsonl") if r["id"] in ids]
-        words = sum(r["hits"] + r["substitutions"] + r["deletions"] for r in rows)
-        return sum(r["substitutions"] + r["deletions"] + r["insertions"] for r in rows) / max(words, 1)
 
     def _evaluate_nonspeech(self, asr: Any, system: str, model_name: str, prompt: str | None) -> None:
         """The held-out clips without speech: how many get words (each one a reply to nobody)."""
@@ -379,6 +380,14 @@ class Run:
                                 list(sets.values()), self.normalizer, self.terms, self.notify)
         self.evaluations["adapted+lm"] = self._evaluate_all(target, "adapted+lm", sets, model_name)
         return decoding
+
+    def _language_id(self, asr: Any, system: str) -> None:
+        """The run's language detected, not forced, on the primary and forgetting sets' first clips."""
+        refs = [ref for ref in (self.recipe.eval.primary, self.recipe.eval.forgetting) if ref]
+        self.langid[system] = found = language_id(asr, {ref: self.data.sets[ref] for ref in refs}, self.recipe.lang)
+        if found:
+            self.notify(f"language id {system:<11} " + ", ".join(
+                f"{ref} {m['correct']}/{m['clips']} {self.recipe.lang}" for ref, m in found.items()))
 
     def _interpolate(self, result: TrainResult) -> dict[str, Any]:
         """WiSE-FT: alpha chosen on the dev sets; the chosen model is written to ``checkpoints/interpolated``.
@@ -441,37 +450,6 @@ class Run:
                     f"{len(self.terms or ())} terms as prompt -> {'kept' if out['kept'] else 'not kept'}: "
                     f"{out['reason']}")
         return out
-
-    def _export_all(self, route: str, model_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
-        """Every format of ``export.formats`` the route supports, each with its parity check and model card."""
-        exports: dict[str, Any] = {}
-        for fmt in self.recipe.export.formats:
-            if (fmt, route) in (("ct2", "ctc"), ("onnx", "seq2seq")):
-                self.notify(f"export {fmt}: skipped, not a format of the {route} route (ct2: Whisper; onnx: CTC)")
-                continue
-            out = self.run_dir / "export" / fmt
-            exports[fmt] = {"path": str(out), **self._export_one(fmt, model_dir, out, payload)}
-        return exports
-
-    def _export_one(self, fmt: str, model_dir: Path, out: Path, payload: dict[str, Any]) -> dict[str, Any]:
-        settings = self.recipe.export
-        entry: dict[str, Any] = {}
-        try:
-            check = export(model_dir, fmt, out=out, lang=self.recipe.lang,
-                           manifest=self.data.sets[self.recipe.eval.primary], payload=payload,
-                           quantization=settings.ct2_quantization if fmt == "ct2" else None,
-                           compute_type=settings.ct2_compute_type, margin_points=settings.parity_margin_points,
-                           hf_check_utts=settings.hf_check_utts, check_unpadded=settings.check_unpadded)
-        except ExportParityError as exc:  # the other formats and the report still get written
-            check = exc.result
-            entry["error"] = str(exc)
-        entry["parity"] = check
-        self.notify(f"export {fmt}: {out}; parity WER {check['export_wer']:.1%} vs PyTorch {check['torch_wer']:.1%} "
-                    f"({check['diff_points']:+.2f} points, margin {check['margin_points']}"
-                    f"{'' if check['passed'] else ': FAILED'}), RTF {check['export_rtf'] or 0:.3f}"
-                    + (f"; unpadded audio {check['unpadded_wer']:.1%}" if check.get("unpadded_wer") is not None
-                       else ""))
-        return entry
 
 
 def adapt(recipe: RecipeConfig, resolved: dict[str, Any], runs_dir: Path, *, resume: bool = False,

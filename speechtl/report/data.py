@@ -82,6 +82,13 @@ def eval_dir(run_dir: Path, system: str, ref: str) -> Path:
     return run_dir / "eval" / system / ref.replace("/", "-")
 
 
+def subset_wer(eval_folder: Path, ids: set[str]) -> float:
+    """WER of an evaluation (its folder: ``hypotheses.jsonl``) on the utterances ``ids`` only."""
+    rows = [r for r in read_rows(eval_folder / "hypotheses.jsonl") if r["id"] in ids]
+    words = sum(r["hits"] + r["substitutions"] + r["deletions"] for r in rows)
+    return sum(r["substitutions"] + r["deletions"] + r["insertions"] for r in rows) / max(words, 1)
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a ``hypotheses.jsonl``; a bad line is an error naming the file and line."""
     rows = []

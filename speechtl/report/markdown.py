@@ -291,6 +291,20 @@ def _longform(payload: dict[str, Any]) -> list[str]:
             *table(LONGFORM_HEADER, rows)]
 
 
+def _language_id(payload: dict[str, Any]) -> list[str]:
+    found = payload.get("language_id")
+    if not found:
+        return []
+    lang = payload["recipe"]["lang"]
+    rows = [[system, ref, f"{m['correct']} of {m['clips']} ({pct(m['accuracy'])})",
+             ", ".join(f"{code} {n}" for code, n in m["instead"].items()) or "—"]
+            for system, sets in found.items() for ref, m in sets.items()]
+    return ["", "## Language identification", "",
+            f"Whisper's own detection, the language not forced (what a client that leaves `language` unset gets), "
+            f"on the first clips of each set: how many it hears as `{lang}`.", "",
+            *table(["system", "set", f"detected as {lang}", "detected instead"], rows)]
+
+
 def _timestamps(payload: dict[str, Any]) -> list[str]:
     ts = payload.get("timestamps")
     if not ts or not ts["systems"]:
@@ -395,6 +409,7 @@ def markdown(payload: dict[str, Any]) -> str:
         *_forgetting(payload),
         *_nonspeech(payload),
         *_longform(payload),
+        *_language_id(payload),
         *_timestamps(payload),
         *_interpolation(payload),
         *_prompting(payload),

