@@ -25,6 +25,7 @@ from speechtl.report.markdown import (
     comparison_rows,
     diff_text,
     interpolation_rows,
+    language_id_table,
     longform_rows,
     nonspeech_rows,
     pct,
@@ -232,6 +233,13 @@ def _longform(payload: dict[str, Any]) -> str:
             + _table(LONGFORM_HEADER, [[_e(c) for c in r] for r in rows]))
 
 
+def _language_id(payload: dict[str, Any]) -> str:
+    note, header, rows = language_id_table(payload)
+    if not rows:
+        return '<p class="note">No language identification (not a Whisper model with language tokens).</p>'
+    return f'<p class="note">{_e(note)}</p>' + _table(header, [[_e(c) for c in r] for r in rows])
+
+
 def _header(payload: dict[str, Any]) -> str:
     train, norm, model = payload.get("train", {}), payload["normalizer"], payload["model"]
     synth = [ref for ref in sets_of(payload) if "synthetic speech" in set_label(payload, ref)]
@@ -257,6 +265,7 @@ def render_html(payload: dict[str, Any]) -> str:
         ("Forgetting check", _forgetting(payload)),
         ("No speech in: words out", _nonspeech(payload)),
         ("Long recordings", _longform(payload)),
+        ("Language identification", _language_id(payload)),
         ("Weight interpolation (WiSE-FT)", _interpolation(payload) + _figure(plots["tradeoff"], "")
          + _prompting(payload)),
         ("Per speaker", _figure(plots["speakers"], "No per-speaker breakdown in the evaluations.")),

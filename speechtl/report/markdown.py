@@ -291,18 +291,20 @@ def _longform(payload: dict[str, Any]) -> list[str]:
             *table(LONGFORM_HEADER, rows)]
 
 
-def _language_id(payload: dict[str, Any]) -> list[str]:
-    found = payload.get("language_id")
-    if not found:
-        return []
-    lang = payload["recipe"]["lang"]
+def language_id_table(payload: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """The note, header and rows of the language identification table (no rows: not measured)."""
+    lang = payload.get("recipe", {}).get("lang", "")
     rows = [[system, ref, f"{m['correct']} of {m['clips']} ({pct(m['accuracy'])})",
              ", ".join(f"{code} {n}" for code, n in m["instead"].items()) or "—"]
-            for system, sets in found.items() for ref, m in sets.items()]
-    return ["", "## Language identification", "",
-            f"Whisper's own detection, the language not forced (what a client that leaves `language` unset gets), "
-            f"on the first clips of each set: how many it hears as `{lang}`.", "",
-            *table(["system", "set", f"detected as {lang}", "detected instead"], rows)]
+            for system, sets in (payload.get("language_id") or {}).items() for ref, m in sets.items()]
+    note = (f"Whisper's own detection, the language not forced (what a client that leaves `language` unset gets), "
+            f"on the first clips of each set: how many it hears as `{lang}`.")
+    return note, ["system", "set", f"detected as {lang}", "detected instead"], rows
+
+
+def _language_id(payload: dict[str, Any]) -> list[str]:
+    note, header, rows = language_id_table(payload)
+    return ["", "## Language identification", "", note, "", *table(header, rows)] if rows else []
 
 
 def _timestamps(payload: dict[str, Any]) -> list[str]:

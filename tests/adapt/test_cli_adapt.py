@@ -111,6 +111,7 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     langid = report["language_id"]
     assert set(langid) == {"baseline", "adapted"} and langid["adapted"]["corpus/test"]["clips"] == base["num_utts"]
     assert "## Language identification" in md and "| adapted | corpus/test |" in md
+    assert "<h2>Language identification</h2>" in (run / "report.html").read_text()
     assert report["exports"]["ct2"]["parity"]["unpadded_wer"] >= 0 and "called as-is on unpadded audio" in md
     out = capsys.readouterr().out
     assert "eval baseline" in out and "export ct2" in out
