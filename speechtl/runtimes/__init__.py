@@ -45,7 +45,8 @@ class Runtime(Protocol):
     def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                    temperature: float = 0.0, word_timestamps: bool = False,
                    hotwords: str | None = None) -> Transcript:
-        """One request (``hotwords``: terms to prompt every window with); raises :class:`~speechtl.runtimes.transcript.RequestError` for what was asked wrongly."""
+        """One request (``hotwords``: terms to prompt every window with); raises
+        :class:`~speechtl.runtimes.transcript.RequestError` for what was asked wrongly."""
         ...
 
 
