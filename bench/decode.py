@@ -6,8 +6,9 @@ encoder output repeated for every beam and reordered after every step) and every
 projected onto the vocabulary. Against it: speechtl's cache alone
 (``speechtl.models.beam_cache.beam_cache``: those keys and values computed once per clip, kept at one
 row per clip that the clip's beams attend to, ``clip_rows_attention``, and never reordered), then with
-logits for the last position only (``last_position_logits``; what a prompt, ``--terms``, makes costly). The encoder runs once, outside the timings; each system decodes the same
-encoder output in batches of ``--batch-size``, after one untimed warm-up clip. Prints the seconds of
+logits for the last position only (``last_position_logits``; what a prompt, ``--terms``, makes costly).
+The encoder runs once, outside the timings; each system decodes the same encoder output in batches of
+``--batch-size``, after one untimed warm-up clip. Prints the seconds of
 each, the speed-up against the baseline, and how many transcripts differ from it (0 expected).
 
 Run: ``python bench/decode.py MODEL_DIR MANIFEST [--beams 2] [--limit 48] [--terms FILE]`` (e.g. a
