@@ -19,28 +19,16 @@ from speechtl.data.manifest import read_manifest
 MAX_CLIPS = 48  # per set
 
 
-def detect_languages(asr: Any, clips: list[Any], batch_size: int = 8) -> list[str]:
-    """The language Whisper ``asr`` (a :class:`speechtl.models.whisper.WhisperASR`) detects in each clip."""
-    import torch
-
-    found = []
-    with torch.no_grad():
-        for lo in range(0, len(clips), batch_size):
-            feats = asr.features(clips[lo:lo + batch_size]).to(asr.device)
-            ids = asr.model.detect_language(input_features=feats, generation_config=asr.generation_config)
-            found += [str(t)[2:-2] for t in asr.tokenizer.convert_ids_to_tokens([int(i) for i in ids.flatten()])]
-    return found
-
-
 def language_id(asr: Any, sets: dict[str, Path], lang: str, max_clips: int = MAX_CLIPS) -> dict[str, Any]:
-    """Per set: clips, how many were detected as ``lang``, the accuracy and the languages detected instead;
-    empty for a model without language tokens (English-only: nothing to detect)."""
+    """Per set, for Whisper ``asr`` (a :class:`speechtl.models.whisper.WhisperASR`): clips, how many were
+    detected as ``lang``, the accuracy and the languages detected instead; empty for a model without language
+    tokens (English-only: nothing to detect)."""
     if not getattr(asr.generation_config, "lang_to_id", None):
         return {}
     out = {}
     for ref, manifest in sets.items():
         utts = read_manifest(manifest)[:max_clips]
-        detected = detect_languages(asr, [audio.load(u.audio_filepath) for u in utts])
+        detected = asr.detect_languages([audio.load(u.audio_filepath) for u in utts])
         correct = sum(d == lang for d in detected)
         out[ref] = {"clips": len(utts), "correct": correct, "accuracy": correct / len(utts) if utts else None,
                     "instead": dict(Counter(d for d in detected if d != lang).most_common())}

@@ -168,6 +168,18 @@ class WhisperASR:
                                          sampling_rate=SAMPLE_RATE, return_tensors="pt")
         return out.input_features.to(torch.float32)
 
+    def detect_languages(self, audios: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
+        """The language code Whisper detects in each clip, the language not forced (one encoder pass and one
+        decoder step a clip)."""
+        torch, _ = _deps()
+        found: list[str] = []
+        with torch.no_grad():
+            for lo in range(0, len(audios), batch_size):
+                feats = self.features(audios[lo:lo + batch_size]).to(self.device)
+                ids = self.model.detect_language(input_features=feats, generation_config=self.generation_config)
+                found += [str(t)[2:-2] for t in self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())]
+        return found
+
     def prefix_tokens(self, lang: str, task: str = "transcribe", timestamps: bool = False) -> list[int]:
         """``<|startoftranscript|><|lang|><|task|>`` plus ``<|notimestamps|>`` unless ``timestamps``."""
         if task not in TASKS:

@@ -59,14 +59,9 @@ class Transformers:
         return self.asr.transcribe(audios, lang, prompt=prompt, batch_size=batch_size)
 
     def _detect_language(self, audio: np.ndarray) -> str:
-        import torch
-
         if not getattr(self.asr.generation_config, "lang_to_id", None):  # an English-only model
             return "en"
-        with torch.no_grad():
-            feats = self.asr.features([audio]).to(self.asr.device)
-            ids = self.asr.model.detect_language(input_features=feats, generation_config=self.asr.generation_config)
-        return str(self.asr.tokenizer.convert_ids_to_tokens(int(ids[0])))[2:-2]
+        return self.asr.detect_languages([audio])[0]
 
     def _language(self, language: str | None, first_window: np.ndarray) -> str:
         if self.kind == "ctc":

@@ -10,7 +10,7 @@ import soundfile as sf
 pytest.importorskip("torch")
 
 from speechtl.data.manifest import Utterance, write_jsonl  # noqa: E402
-from speechtl.evaluate.langid import detect_languages, language_id  # noqa: E402
+from speechtl.evaluate.langid import language_id  # noqa: E402
 from speechtl.models.whisper import WhisperASR, save_random_whisper  # noqa: E402
 from speechtl.runtimes import Transformers  # noqa: E402
 
@@ -46,14 +46,14 @@ def test_counts_add_up_and_match_the_serving_runtimes_detection(multilingual, tm
     [found] = language_id(asr, {"s": manifest}, "es").values()
     assert found["clips"] == 5 and found["correct"] + sum(found["instead"].values()) == 5
     assert found["accuracy"] == found["correct"] / 5
-    # batched detection agrees with the serving runtime's one-clip detection (an independent path)
+    # detection in batches agrees with the serving runtime's, one clip at a time
     from speechtl import audio
 
     clips = [audio.load(tmp_path / f"c{i}.wav") for i in range(5)]
     runtime = Transformers(asr, "seq2seq")
-    assert detect_languages(asr, clips, batch_size=2) == [runtime._detect_language(c) for c in clips]
+    assert asr.detect_languages(clips, batch_size=2) == [runtime._detect_language(c) for c in clips]
     # the code the model detects is the one counted: a run in that language counts every clip correct
-    first = detect_languages(asr, clips[:1])[0]
+    first = asr.detect_languages(clips[:1])[0]
     assert language_id(asr, {"s": manifest}, first, max_clips=1)["s"] == {
         "clips": 1, "correct": 1, "accuracy": 1.0, "instead": {}}
 
