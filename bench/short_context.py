@@ -22,6 +22,7 @@ import time
 from speechtl.audio import load as load_audio
 from speechtl.data.manifest import read_manifest
 from speechtl.evaluate.scoring import score, scoring_normalizer
+from speechtl.models.encoder_stages import run_encoder
 from speechtl.models.registry import resolve
 from speechtl.models.whisper import WhisperASR
 
@@ -32,13 +33,10 @@ def encode(model, feats, positions: int):
     """The encoder's output on the first ``positions`` positions (``feats``: log-mel, 3000 frames)."""
     import torch
 
-    enc = model.model.encoder
+    enc = model.model.encoder  # the conv stem (stage 0) on the cut features, then stages 1.. as the project runs them
     x = torch.nn.functional.gelu(enc.conv1(feats[..., : 2 * positions]))
     x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1) + enc.embed_positions.weight[:positions]
-    for layer in enc.layers:
-        x = layer(x, attention_mask=None)
-        x = x[0] if isinstance(x, tuple) else x
-    return enc.layer_norm(x)
+    return run_encoder(model, x, 1)
 
 
 def decode(asr: WhisperASR, clips: list, lang: str, positions: int, batch_size: int) -> tuple[list[str], float]:
