@@ -22,7 +22,7 @@ pytest.importorskip("torch")
 from tone_corpus import folder_corpus  # noqa: E402
 
 from speechtl.faults import ENV, POINTS  # noqa: E402
-from speechtl.models.whisper import save_random_whisper  # noqa: E402
+from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
 
 SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "por favor", "buenas noches",
              "sí señor", "de nada", "perdone usted", "hasta mañana"]

@@ -121,6 +121,7 @@ class Run:
             return
         # Whisper, also under the CTC route (a CTC head on its encoder): the unadapted Whisper is the baseline
         base_asr = WhisperASR.load(self.model.hf_dir)
+        base_asr.window_step_s = self.recipe.train.window_step_s  # the baseline is decoded in the same windows
         if self.terms:
             self.term_prompt, self.prompt_left_out = base_asr.term_prompt(self.terms)
             if self.prompt_left_out:
@@ -270,7 +271,7 @@ class Run:
         if not self.recipe.eval.decode_cache:
             return transcriber
         settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None)
-                    and NO_SPEECH_RULE,
+                    and NO_SPEECH_RULE, "window_step_s": getattr(asr, "window_step_s", None),
                     **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
         if settings["num_beams"] > 1:  # beams fall back to greedy decoding on a looping transcript
             settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from speechtl.levels import WINDOW_S
 from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
+from speechtl.models.windows import window_positions
 
 NO_SPEECH = -2  # last "token" of a clip without speech in token_sequences; a label: no word is likely (uniform)
 
@@ -72,19 +72,19 @@ class WhisperCollator:
     here, SpecAugment applied when configured) or a cached encoder row
     otherwise (SpecAugment then masks the row: :func:`hidden_spec_augment`).
     Returns ``encoder_input``, ``decoder_input_ids``, ``labels`` and ``index``
-    (the dataset positions, for bookkeeping). With ``keep_padding_s`` set it
-    adds ``encoder_frames``: the encoder positions that cover the batch's
-    longest clip plus that many seconds of the window's padding (all of them
-    when a clip's length is unknown).
+    (the dataset positions, for bookkeeping). When the model encodes clips in
+    windows sized to them (``asr.window_step_s``: :mod:`speechtl.models.windows`)
+    it adds ``encoder_frames``: the positions of the batch's window, which
+    every clip of the batch shares (the sampler groups clips by window; a
+    cached row is zero after its window).
     """
 
     def __init__(self, asr: Any, *, num_prefix: int, from_audio: bool,
-                 spec: SpecAugmentConfig | None = None, keep_padding_s: float | None = None) -> None:
+                 spec: SpecAugmentConfig | None = None) -> None:
         self.asr = asr
         self.num_prefix = num_prefix
         self.from_audio = from_audio
         self.spec = spec
-        self.keep_padding_s = keep_padding_s
 
     def prefix_length(self, tokens: Sequence[int]) -> int:
         """The forced prefix of one target: ``num_prefix``, or one less for a timestamped target (whose
@@ -93,12 +93,13 @@ class WhisperCollator:
         return self.num_prefix - 1 if timestamped else self.num_prefix
 
     def encoder_frames(self, seconds: list[float | None]) -> int:
-        """Encoder positions covering the longest of ``seconds`` plus ``keep_padding_s`` (the window at most)."""
-        positions = self.asr.model.config.max_source_positions
-        if self.keep_padding_s is None or any(s is None for s in seconds):
-            return positions
-        per_second = positions / WINDOW_S
-        return min(positions, math.ceil((max(seconds, default=0.0) + self.keep_padding_s) * per_second))
+        """Encoder positions of the window every clip of ``seconds`` is encoded in; an error when they differ."""
+        positions = {window_positions(s, self.asr.window_step_s, self.asr.model.config.max_source_positions)
+                     for s in seconds}
+        if len(positions) != 1:
+            raise ValueError(f"a training batch mixes encoder windows ({sorted(positions)} positions): clips of "
+                             f"{seconds} s; batches must be grouped by window")
+        return positions.pop()
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -119,6 +120,6 @@ class WhisperCollator:
         labels, dec = collate_tokens(tokens, [self.prefix_length(t) for t in tokens], self.asr.eot_id,
                                      no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
         batch = {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
-        if self.keep_padding_s is not None:
+        if self.asr.window_step_s is not None:
             batch["encoder_frames"] = self.encoder_frames([e.get("seconds") for e in examples])
         return batch

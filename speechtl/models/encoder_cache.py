@@ -47,7 +47,8 @@ from speechtl.audio import load as load_audio
 from speechtl.data.manifest import Utterance
 from speechtl.fsio import atomic_write_text, file_sha256, honour_umask, new_temporary, remove_stale
 from speechtl.models.encoder_stages import num_encoder_stages
-from speechtl.models.whisper import token_budget
+from speechtl.models.whisper import SAMPLE_RATE, token_budget
+from speechtl.models.windows import window_groups, window_positions
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,7 @@ def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
     fe = asr.feature_extractor
     settings = {
         "stage": stage, "precision": precision, "layers": len(asr.model.model.encoder.layers),
+        "window_step_s": getattr(asr, "window_step_s", None),
         "features": {k: getattr(fe, k, None) for k in ("feature_size", "sampling_rate", "hop_length", "n_fft",
                                                        "chunk_length", "n_samples", "dither")},
     }
@@ -341,8 +343,15 @@ def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
     cache = EncoderCache(root, key, (cfg.max_source_positions, cfg.d_model))
 
     def compute(batch: list[Utterance]) -> np.ndarray:
-        feats = asr.features([load_audio(u.audio_filepath) for u in batch], ids=[u.id for u in batch])
-        return _encode(asr, feats, 0, stage, precision).cpu().numpy()
+        """Rows of ``batch``, each computed in its clip's window and zero after it (models.windows)."""
+        audios = [load_audio(u.audio_filepath) for u in batch]
+        out = np.zeros((len(batch), cfg.max_source_positions, cfg.d_model), np.float32)
+        for group in window_groups([len(a) / SAMPLE_RATE for a in audios], getattr(asr, "window_step_s", None),
+                                   len(batch)):
+            feats = asr.features([audios[i] for i in group], ids=[batch[i].id for i in group])
+            rows = _encode(asr, feats, 0, stage, precision).cpu().numpy()
+            out[group, :rows.shape[1]] = rows
+        return out
 
     return cache, compute
 
@@ -408,11 +417,18 @@ class CachedEncoderTranscriber:
 
     def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
                               batch_size: int = 8) -> list[str]:
-        hidden = self._encoded(utts)
-        budget = token_budget(max((u.duration or 0.0) for u in utts) or None, self.max_new_tokens)
-        extra = {"durations_s": [u.duration for u in utts]} if getattr(self.asr, "takes_durations", False) else {}
-        return self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
-                                           num_beams=self.num_beams, max_new_tokens=budget, **extra)
+        """Transcripts of ``utts``, decoded in batches of one encoder window each (``asr.batches``)."""
+        out = [""] * len(utts)
+        for group in window_groups([u.duration for u in utts], getattr(self.asr, "window_step_s", None), batch_size):
+            chunk = [utts[i] for i in group]
+            hidden = self._encoded(chunk)
+            budget = token_budget(max((u.duration or 0.0) for u in chunk) or None, self.max_new_tokens)
+            extra = {"durations_s": [u.duration for u in chunk]} if getattr(self.asr, "takes_durations", False) else {}
+            texts = self.asr.transcribe_encoded(hidden, lang, prompt=prompt, batch_size=batch_size,
+                                                num_beams=self.num_beams, max_new_tokens=budget, **extra)
+            for i, text in zip(group, texts, strict=True):
+                out[i] = text
+        return out
 
     def _encoded(self, utts: Sequence[Utterance]) -> Any:
         """The final encoder outputs of ``utts``: the cached prefix rows through the stages above it.
@@ -429,7 +445,9 @@ class CachedEncoderTranscriber:
             self._memo.move_to_end(key)
             return self._memo[key]
         rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
-        hidden = torch.from_numpy(rows.rows(list(range(len(utts))))).to(torch.float32)
+        step = getattr(self.asr, "window_step_s", None)  # one window for the batch: its rows' first positions
+        positions = max(window_positions(u.duration, step, self._cache.row_shape[0]) for u in utts)
+        hidden = torch.from_numpy(rows.rows(list(range(len(utts))))[:, :positions]).to(torch.float32)
         if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
             hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
         self._memo[key] = hidden

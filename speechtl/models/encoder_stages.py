@@ -16,7 +16,8 @@ def run_encoder(model: Any, x: Any, start: int = 0, stop: int | None = None) -> 
     """Run encoder stages ``[start, stop)`` of a WhisperForConditionalGeneration.
 
     ``x`` is the input of stage ``start``: log-mel features (batch, mels,
-    frames) for stage 0, hidden states (batch, positions, d_model) otherwise.
+    frames) for stage 0, hidden states (batch, positions, d_model) otherwise;
+    a window shorter than 30 s takes the first positions' embeddings.
     Mirrors ``WhisperEncoder.forward`` (layerdrop aside), so the full range
     gives ``last_hidden_state``.
     """
@@ -31,12 +32,14 @@ def run_encoder(model: Any, x: Any, start: int = 0, stop: int | None = None) -> 
     if not torch.is_autocast_enabled(x.device.type) and x.is_floating_point() and x.dtype != dtype:
         x = x.to(dtype)
     if start == 0 and stop > 0:
-        expected = enc.config.max_source_positions * enc.conv1.stride[0] * enc.conv2.stride[0]
-        if x.shape[-1] != expected:
-            raise ValueError(f"Whisper expects {expected} feature frames, got {x.shape[-1]}")
+        stride = enc.conv1.stride[0] * enc.conv2.stride[0]
+        window = enc.config.max_source_positions * stride
+        if not 0 < x.shape[-1] <= window or x.shape[-1] % stride:
+            raise ValueError(f"Whisper takes a window of up to {window} feature frames (a multiple of {stride}), "
+                             f"got {x.shape[-1]}")
         x = torch.nn.functional.gelu(enc.conv1(x))
         x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-        x = x + enc.embed_positions.weight
+        x = x + enc.embed_positions.weight[:x.shape[1]]  # a shorter window (models.windows): its first positions
         x = torch.nn.functional.dropout(x, p=enc.dropout, training=enc.training)
     for stage in range(max(start, 1), min(stop, n_layers + 1)):
         x = enc.layers[stage - 1](x, None)

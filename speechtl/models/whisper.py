@@ -14,9 +14,7 @@ decoder sees is explicit here rather than left to defaults:
   L+1 = final layer norm) so that a frozen prefix can be computed once and
   cached (see :mod:`speechtl.models.encoder_cache`) and the rest run per step.
 
-Also here: the training batch collator (SpecAugment from
-:mod:`speechtl.models.specaugment`), and :func:`save_random_whisper` (random-weight models with a
-byte-level tokenizer for tests and benchmarks; no hub needed).
+Random-weight models for tests and benchmarks: :mod:`speechtl.models.random_whisper`.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ import numpy as np
 from speechtl.models.beam_cache import beam_cache, clip_rows_attention, last_position_logits
 from speechtl.models.collate import NO_SPEECH, collate_tokens
 from speechtl.models.encoder_stages import run_encoder
+from speechtl.models.windows import WINDOW_ATTR, window_groups, window_positions
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
 
 log = logging.getLogger(__name__)
@@ -107,6 +106,8 @@ class WhisperASR:
         self.no_speech_gate = self.no_speech_id is not None
         self.no_timestamps_id = self._token_id("<|notimestamps|>")
         self.num_beams = 1  # the beam width transcribe uses unless told (1 = greedy); eval.num_beams sets it
+        # encoder windows sized to the clip (models.windows); saved with the model, None: always 30 s
+        self.window_step_s: float | None = getattr(model.config, WINDOW_ATTR, None)
 
     def _token_id(self, *names: str) -> int | None:
         """The first of ``names`` the tokenizer holds as a token of its own (not unknown, not end of text)."""
@@ -143,6 +144,7 @@ class WhisperASR:
     def save(self, out_dir: Path | str, state_dict: dict[str, Any] | None = None) -> None:
         """Write model (optionally from ``state_dict``), processor and generation config to ``out_dir``."""
         out_dir = Path(out_dir)
+        setattr(self.model.config, WINDOW_ATTR, self.window_step_s)
         runtime, self.model.generation_config = self.model.generation_config, self.generation_config
         try:
             self.model.save_pretrained(out_dir, state_dict=state_dict)
@@ -153,8 +155,18 @@ class WhisperASR:
 
     # -------------------------------------------------------------- inputs
 
+    def window_frames(self, durations_s: Sequence[float | None]) -> int:
+        """Feature frames of the window that holds the longest of ``durations_s`` (:attr:`window_step_s`)."""
+        positions = self.model.config.max_source_positions
+        return 2 * max((window_positions(d, self.window_step_s, positions) for d in durations_s), default=positions)
+
+    def batches(self, durations_s: Sequence[float | None], batch_size: int) -> list[list[int]]:
+        """Batches of clip positions, each of one encoder window (:func:`speechtl.models.windows.window_groups`)."""
+        return window_groups(durations_s, self.window_step_s, batch_size)
+
     def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None) -> Any:
-        """Log-mel features (batch, mels, 3000) of 16 kHz float audio; audio over 30 s is an error."""
+        """Log-mel features (batch, mels, frames) of 16 kHz float audio, cut to the window of the longest clip
+        (3000 frames: 30 s, unless :attr:`window_step_s` is set); audio over 30 s is an error."""
         torch, _ = _deps()
         limit = int(MAX_AUDIO_S * SAMPLE_RATE)
         for i, audio in enumerate(audios):
@@ -166,18 +178,23 @@ class WhisperASR:
         with torch.autocast("cpu", enabled=False):  # the extractor's torch path must stay float32
             out = self.feature_extractor([np.asarray(a, dtype=np.float32) for a in audios],
                                          sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        return out.input_features.to(torch.float32)
+        frames = self.window_frames([len(a) / SAMPLE_RATE for a in audios])
+        return out.input_features[..., :frames].to(torch.float32)
 
     def detect_languages(self, audios: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
         """The language code Whisper detects in each clip, the language not forced (one encoder pass and one
         decoder step a clip)."""
         torch, _ = _deps()
-        found: list[str] = []
+        from transformers.modeling_outputs import BaseModelOutput
+
+        found: list[str] = [""] * len(audios)
         with torch.no_grad():
-            for lo in range(0, len(audios), batch_size):
-                feats = self.features(audios[lo:lo + batch_size]).to(self.device)
-                ids = self.model.detect_language(input_features=feats, generation_config=self.generation_config)
-                found += [str(t)[2:-2] for t in self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())]
+            for batch in self.batches([len(a) / SAMPLE_RATE for a in audios], batch_size):
+                hidden = self.encode(self.features([audios[i] for i in batch]))
+                ids = self.model.detect_language(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                                 generation_config=self.generation_config)
+                for i, token in zip(batch, self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist()), strict=True):
+                    found[i] = str(token)[2:-2]
         return found
 
     def prefix_tokens(self, lang: str, task: str = "transcribe", timestamps: bool = False) -> list[int]:
@@ -297,14 +314,15 @@ class WhisperASR:
         COMPRESSION_RATIO_LIMIT, the test OpenAI's decoder falls back on) is decoded greedily instead.
         """
         torch, _ = _deps()
-        out: list[str] = []
-        for i in range(0, len(audios), batch_size):
-            batch = audios[i:i + batch_size]
-            feats = self.features(batch)
+        out: list[str] = [""] * len(audios)
+        for batch in self.batches([len(a) / SAMPLE_RATE for a in audios], batch_size):
+            clips = [audios[i] for i in batch]
             with torch.no_grad():
-                hidden = self.encode(feats)
-            limit = max_new_tokens or token_budget(max(len(a) for a in batch) / SAMPLE_RATE)
-            out += self._generate(hidden, lang, prompt, num_beams or self.num_beams, limit, task)
+                hidden = self.encode(self.features(clips))
+            limit = max_new_tokens or token_budget(max(len(a) for a in clips) / SAMPLE_RATE)
+            for i, text in zip(batch, self._generate(hidden, lang, prompt, num_beams or self.num_beams, limit, task),
+                               strict=True):
+                out[i] = text
         return out
 
     def transcribe_encoded(self, encoder_hidden_states: Any, lang: str, *, prompt: str | None = None,
@@ -455,52 +473,3 @@ def complete_generation_config(gen: Any, tokenizer: Any) -> Any:
     if filled:
         log.info("generation config: filled %s from the tokenizer", ", ".join(filled))
     return gen
-
-
-def byte_level_tokenizer(num_languages: int = 99) -> Any:
-    """A Whisper tokenizer over the 256 byte symbols plus Whisper's special tokens (no merges)."""
-    _deps()
-    from tokenizers import AddedToken, pre_tokenizers
-    from transformers import WhisperTokenizer
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<|endoftext|>"] = len(vocab)
-    tok = WhisperTokenizer(vocab=vocab, merges=[])
-    specials = ["<|startoftranscript|>"] + [f"<|{code}|>" for code in list(LANGUAGES)[:num_languages]]
-    tok.add_tokens([AddedToken(s, special=True, normalized=False) for s in [*specials, *SPECIALS]],
-                   special_tokens=True)
-    return tok
-
-
-def save_random_whisper(out_dir: Path | str, *, tokenizer_dir: Path | str | None = None, seed: int = 0,
-                        **config: Any) -> Path:
-    """Save a random-weight Whisper (model, processor, generation config) to ``out_dir``.
-
-    ``config`` overrides WhisperConfig fields (defaults: a tiny 2+2-layer
-    model, d_model 64). The tokenizer is loaded from ``tokenizer_dir`` or is
-    :func:`byte_level_tokenizer`; ``vocab_size`` defaults to its size.
-    """
-    torch, tf = _deps()
-    tok = tf.WhisperTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else byte_level_tokenizer()
-    eot = tok.convert_tokens_to_ids("<|endoftext|>")
-    sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
-    space = tok.encode(" ", add_special_tokens=False)
-    settings: dict[str, Any] = {
-        "vocab_size": len(tok), "num_mel_bins": 80, "d_model": 64, "encoder_layers": 2, "decoder_layers": 2,
-        "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 128,
-        "decoder_ffn_dim": 128, "max_source_positions": 1500, "max_target_positions": 448,
-        "pad_token_id": eot, "bos_token_id": eot, "eos_token_id": eot, "decoder_start_token_id": sot,
-        "begin_suppress_tokens": [*space, eot], "suppress_tokens": [],
-    }
-    settings.update(config)
-    torch.manual_seed(seed)
-    model = tf.WhisperForConditionalGeneration(tf.WhisperConfig(**settings)).eval()
-    processor = tf.WhisperProcessor(
-        feature_extractor=tf.WhisperFeatureExtractor(feature_size=settings["num_mel_bins"]), tokenizer=tok)
-    gen = complete_generation_config(tf.GenerationConfig(
-        max_length=settings["max_target_positions"], begin_suppress_tokens=settings["begin_suppress_tokens"],
-        suppress_tokens=settings["suppress_tokens"], bos_token_id=eot), tok)
-    asr = WhisperASR(model, processor, gen)
-    asr.save(out_dir)
-    return Path(out_dir)

@@ -112,10 +112,14 @@ def _search(payload: dict[str, Any]) -> list[str]:
     if payload.get("train", {}).get("route", "seq2seq") != "seq2seq":
         return []
     beams = payload["recipe"].get("eval", {}).get("num_beams", 1)
+    step = payload["recipe"].get("train", {}).get("window_step_s")
+    window = (" Encoder windows of 30 s (Whisper's)." if step is None else
+              f" Encoder windows sized to the clip: its length rounded up to {step:g} s, at most 30 s, for every "
+              "system, in training and in the served export.")
     if beams == 1:
-        return ["", "Decoding: greedy, the same for every system."]
+        return ["", "Decoding: greedy, the same for every system." + window]
     return ["", f"Decoding: beam search of width {beams}, the same for every system; a transcript that repeats "
-            f"itself (compression ratio over {COMPRESSION_RATIO_LIMIT}) is decoded greedily instead."]
+            f"itself (compression ratio over {COMPRESSION_RATIO_LIMIT}) is decoded greedily instead." + window]
 
 
 def _decoding(payload: dict[str, Any]) -> list[str]:

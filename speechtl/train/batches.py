@@ -17,7 +17,10 @@ class LengthBucketSampler:
 
     Each epoch: a permutation drawn from ``(seed, epoch)``, cut into windows
     of ``batch_size * bucket_batches`` items; each window is sorted by length
-    and cut into batches; the batch order is then shuffled. Same seed and
+    and cut into batches; the batch order is then shuffled. With ``groups``
+    (e.g. each item's encoder window) no batch mixes two groups: each group's
+    items, in the permutation's order, are cut into windows and batches
+    apart. Same seed and
     epoch, same batches, on every process and after a resume. The epoch is
     set with :meth:`use_epoch` (deliberately not ``set_epoch``, which
     accelerate calls with its own counter).
@@ -25,8 +28,12 @@ class LengthBucketSampler:
 
     drop_last = False
 
-    def __init__(self, lengths: list[int], batch_size: int, bucket_batches: int, seed: int) -> None:
+    def __init__(self, lengths: list[int], batch_size: int, bucket_batches: int, seed: int,
+                 groups: list[float] | None = None) -> None:
         self.lengths = np.asarray(lengths)
+        if groups is not None and len(groups) != len(lengths):
+            raise ValueError(f"{len(groups)} groups for {len(lengths)} items")
+        self.groups = np.zeros(len(lengths)) if groups is None else np.asarray(groups, dtype=float)
         self.batch_size = batch_size
         self.bucket_batches = bucket_batches
         self.seed = seed
@@ -40,18 +47,21 @@ class LengthBucketSampler:
         order = rng.permutation(len(self.lengths))
         window = self.batch_size * self.bucket_batches
         out: list[list[int]] = []
-        for lo in range(0, len(order), window):
-            chunk = order[lo:lo + window]
-            if self.bucket_batches > 1:
-                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            out += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        for group in dict.fromkeys(self.groups[order].tolist()):  # the groups in order of first appearance
+            members = order[self.groups[order] == group]
+            for lo in range(0, len(members), window):
+                chunk = members[lo:lo + window]
+                if self.bucket_batches > 1:
+                    chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                out += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         return [out[i] for i in rng.permutation(len(out))]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        _, counts = np.unique(self.groups, return_counts=True)
+        return sum(math.ceil(int(n) / self.batch_size) for n in counts)
 
 
 class TrainSet:

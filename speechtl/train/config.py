@@ -60,8 +60,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # no | bf16 | fp16 | auto (bf16 where the CPU or GPU has it, fp16 on older GPUs)
     cache_encoder: bool = True  # cache the frozen encoder prefix on disk (fp16 memmap); False = recompute each step
     cache_dir: str | None = None  # encoder cache root; None = speechtl.cache.encoder_cache_dir (shared by runs)
-    keep_padding_s: float | None = None  # seq2seq: trainable encoder layers and the decoder see the batch's longest
-    # clip plus this much of the 30-s window's padding (fewer frames, faster steps); None = the whole window
+    window_step_s: float | None = None  # seq2seq: each clip is encoded in a window of its length rounded up to this
+    # step (speechtl.models.windows), saved with the model for every evaluation and serving; None = 30-s windows
     timestamp_share: float = 0.0  # seq2seq: seeded share of speech targets written with Whisper timestamp tokens
     # (<|0.00|> text <|end|>, the clip's start and end) instead of <|notimestamps|>, so long-form decoding still works
     cache_batch_size: int = 8  # utterances per encoder batch while building the cache
@@ -125,7 +125,7 @@ class TrainConfig:
         number("weight_decay", 0, False)
         number("max_grad_norm", 0, True, optional=True)
         number("max_train_time_s", 0, True, optional=True)
-        number("keep_padding_s", 0, False, optional=True)
+        number("window_step_s", 0, True, 30, optional=True)
         number("timestamp_share", 0, False, 1)
         for name in ("freeze_embeddings", "eval_at_start", "spec_augment", "cache_encoder"):
             if not isinstance(getattr(self, name), bool):

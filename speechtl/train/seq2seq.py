@@ -17,6 +17,7 @@ from speechtl.models.collate import WhisperCollator, no_speech_aware_loss
 from speechtl.models.encoder_stages import num_encoder_stages, run_encoder
 from speechtl.models.specaugment import SpecAugmentConfig
 from speechtl.models.whisper import LabelTooLong, WhisperASR, token_budget
+from speechtl.models.windows import window_seconds
 from speechtl.train.batches import LengthBucketSampler, TrainSet
 from speechtl.train.config import TrainConfig
 from speechtl.train.lora import merge_lora_state_dict
@@ -33,6 +34,7 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
     import torch
 
     asr = WhisperASR.load(model_dir, device=acc.device, max_label_tokens=config.max_label_tokens)
+    asr.window_step_s = config.window_step_s
     try:
         prefix = asr.prefix_tokens(config.lang, config.task)
     except ValueError as exc:
@@ -52,13 +54,15 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
                                           precision, emit)
 
     module = train_module(asr.model, cache_stage, setup.frozen_stages)
-    sampler = LengthBucketSampler([len(t) for t in tokens], config.batch_size, config.bucket_batches, config.seed)
+    sampler = LengthBucketSampler([len(t) for t in tokens], config.batch_size, config.bucket_batches, config.seed,
+                                  groups=[window_seconds(u.duration, asr.window_step_s) for u in train_utts])
     spec = (SpecAugmentConfig(config.spec_time_masks, config.spec_time_mask_frames, config.spec_freq_masks,
                               config.spec_freq_mask_bins, config.seed) if config.spec_augment else None)
 
-    def decode_dev(chunk: list[int]) -> list[str]:
+    def decode_window(chunk: list[int]) -> list[str]:  # clips of one encoder window
+        frames = asr.window_frames([dev_utts[i].duration for i in chunk])
         if dev_rows is not None:
-            x = torch.from_numpy(dev_rows.rows(chunk)).to(torch.float32)
+            x = torch.from_numpy(dev_rows.rows(chunk)[:, :frames // 2]).to(torch.float32)
         else:
             x = asr.features([load_audio(dev_utts[i].audio_filepath) for i in chunk],
                              ids=[dev_utts[i].id for i in chunk])
@@ -67,14 +71,20 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
         return asr.transcribe_encoded(hidden, config.lang, task=config.task, batch_size=len(chunk),
                                       max_new_tokens=budget)
 
+    def decode_dev(chunk: list[int]) -> list[str]:
+        out = [""] * len(chunk)
+        for group in asr.batches([dev_utts[i].duration for i in chunk], len(chunk)):
+            for j, text in zip(group, decode_window([chunk[j] for j in group]), strict=True):
+                out[j] = text
+        return out
+
     def export_best(state_dict: dict[str, Any], meta: dict[str, Any], out: Path) -> None:
         export_model(state_dict, asr, out, lora_scaling=setup.lora_scaling, meta=meta)
 
     return TrainParts(
         module=module, param_groups=param_groups(module, config.weight_decay),
         dataset=TrainSet(train_utts, tokens, rows, sampler),
-        collator=WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec,
-                                 keep_padding_s=config.keep_padding_s), sampler=sampler,
+        collator=WhisperCollator(asr, num_prefix=len(prefix), from_audio=rows is None, spec=spec), sampler=sampler,
         train_ids=[u.id for u in train_utts], decode_dev=decode_dev, export_best=export_best,
         trainable_params=setup.trainable_params, total_params=setup.total_params, cache_stage=cache_stage,
         cache_build_s=cache_s)
@@ -89,8 +99,8 @@ def _module_class() -> type:
 
         Stages ``[start_stage, grad_stage)`` are frozen and run without
         autograd; the rest of the encoder and the decoder run with it, on the
-        first ``encoder_frames`` positions when that is given (the padding
-        after them left out: see ``TrainConfig.keep_padding_s``). The output
+        first ``encoder_frames`` positions when that is given (the clips'
+        window: see ``TrainConfig.window_step_s``). The output
         projection only runs at positions that have a label.
         """
 

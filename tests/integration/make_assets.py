@@ -27,7 +27,7 @@ import soundfile as sf
 
 from speechtl.audio import decode, resample, to_mono
 from speechtl.export.formats import export_ct2
-from speechtl.models.whisper import save_random_whisper
+from speechtl.models.random_whisper import save_random_whisper
 
 SAMPLE_RATE = 16000
 MODEL_SEED = 0

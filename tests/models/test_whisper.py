@@ -13,7 +13,8 @@ pytest.importorskip("transformers")
 from speechtl.models.collate import NO_SPEECH, WhisperCollator, collate_tokens, no_speech_aware_loss
 from speechtl.models.encoder_stages import num_encoder_stages
 from speechtl.models.specaugment import SpecAugmentConfig, hidden_spec_augment, spec_augment
-from speechtl.models.whisper import LabelTooLong, WhisperASR, complete_generation_config, save_random_whisper
+from speechtl.models.whisper import LabelTooLong, WhisperASR, complete_generation_config
+from speechtl.models.random_whisper import save_random_whisper
 
 SR = 16000
 

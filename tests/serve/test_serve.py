@@ -270,7 +270,7 @@ def test_transformers_backend_cuts_long_audio_into_30s_windows():
 def tiny_whisper(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from speechtl.models.whisper import save_random_whisper
+    from speechtl.models.random_whisper import save_random_whisper
 
     return save_random_whisper(tmp_path_factory.mktemp("serve") / "tiny", seed=0)
 

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from speechtl.models.whisper import save_random_whisper  # noqa: E402
+from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
 from speechtl.train.interpolate import DevScore, Interpolator, interpolate, select_alpha  # noqa: E402
 
 

@@ -25,7 +25,8 @@ from speechtl.data.manifest import read_manifest, write_jsonl  # noqa: E402
 from speechtl.models.collate import WhisperCollator
 from speechtl.models.encoder_cache import cache_whisper_encoder  # noqa: E402
 from speechtl.models.encoder_stages import num_encoder_stages
-from speechtl.models.whisper import WhisperASR, save_random_whisper
+from speechtl.models.whisper import WhisperASR
+from speechtl.models.random_whisper import save_random_whisper
 from speechtl.text.normalize import get_normalizer  # noqa: E402
 from speechtl.train.batches import LengthBucketSampler  # noqa: E402
 from speechtl.train.config import TrainConfig  # noqa: E402
@@ -114,6 +115,17 @@ def test_length_bucket_sampler_is_seeded_and_complete():
         assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
     sampler.use_epoch(1)
     assert sampler.batches() != first
+
+
+def test_length_bucket_sampler_never_mixes_groups():
+    lengths = list(np.random.default_rng(0).integers(5, 50, size=23))
+    groups = [10.0 if i % 3 else 20.0 for i in range(23)]  # e.g. encoder windows
+    sampler = LengthBucketSampler(lengths, batch_size=4, bucket_batches=2, seed=7, groups=groups)
+    batches = sampler.batches()
+    assert all(len({groups[i] for i in b}) == 1 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(23)) and len(batches) == len(sampler) == 4 + 2
+    one = LengthBucketSampler(lengths, batch_size=4, bucket_batches=2, seed=7, groups=[5.0] * 23)
+    assert one.batches() == LengthBucketSampler(lengths, batch_size=4, bucket_batches=2, seed=7).batches()
 
 
 def test_long_labels_error_or_skip(tiny, corpus):
@@ -449,15 +461,19 @@ def test_trimmed_padding_is_never_seen(tiny, grad_stage):
         assert not torch.allclose(module(rows, dec, labels), module(noisy, dec, labels))
 
 
-def test_collator_keeps_the_longest_clip_plus_the_padding_asked_for(tiny):
+def test_collator_cuts_rows_to_the_batch_window(tiny):
     asr = WhisperASR.load(tiny)
     positions = asr.model.config.max_source_positions  # over a 30-s window
     tokens = asr.token_sequences(["hola", "adiós"], "es")
     rows = [{"index": i, "input": np.zeros((positions, 8), np.float16), "tokens": t, "epoch": 0, "seconds": s}
-            for i, (t, s) in enumerate(zip(tokens, [2.0, 4.5]))]
-    assert "encoder_frames" not in WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)
-    batch = WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(rows)
-    assert batch["encoder_frames"] == int(np.ceil(5.5 * positions / 30))
-    assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=40.0)(rows)["encoder_frames"] == positions
-    rows[0]["seconds"] = None  # a clip of unknown length: the whole window
-    assert WhisperCollator(asr, num_prefix=4, from_audio=False, keep_padding_s=1.0)(rows)["encoder_frames"] == positions
+            for i, (t, s) in enumerate(zip(tokens, [2.0, 9.5]))]
+    assert "encoder_frames" not in WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)  # 30-s windows
+    asr.window_step_s = 10.0
+    assert WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)["encoder_frames"] == positions // 3
+    rows[1]["seconds"] = 10.5  # a 20-s window next to a 10-s one: the sampler should have kept them apart
+    with pytest.raises(ValueError, match="mixes encoder windows"):
+        WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)
+    asr.window_step_s = 15.0
+    assert WhisperCollator(asr, num_prefix=4, from_audio=False)(rows)["encoder_frames"] == positions // 2
+
+

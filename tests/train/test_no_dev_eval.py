@@ -13,7 +13,7 @@ from safetensors.torch import load_file  # noqa: E402
 from tone_corpus import tone_rows  # noqa: E402
 
 from speechtl.data.manifest import write_jsonl  # noqa: E402
-from speechtl.models.whisper import save_random_whisper  # noqa: E402
+from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
 from speechtl.text.normalize import get_normalizer  # noqa: E402
 from speechtl.train.config import TrainConfig  # noqa: E402
 from speechtl.train.loop import train  # noqa: E402
