@@ -536,22 +536,34 @@ def test_collator_builds_batches_from_audio_and_rows(asr):
     assert cached["encoder_input"].dtype == torch.float32 and cached["encoder_input"][1].eq(1).all()
 
 
-@pytest.mark.parametrize("stage", [None, 1, 3])
-def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, stage):
+@pytest.mark.parametrize("stage,step", [(None, None), (1, None), (3, None), (1, 1.0), (3, 1.0)])
+def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, stage, step):
     import soundfile as sf
 
     from speechtl.data.manifest import Utterance
     from speechtl.models.encoder_cache import CachedEncoderTranscriber
 
-    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]
+    audios = [tone(300), tone(700, 0.6), tone(1200, 1.4)]  # with 1-s window steps: windows of 1, 1 and 2 s
     utts = []
     for i, audio in enumerate(audios):
         sf.write(tmp_path / f"u{i}.wav", audio, SR)
         utts.append(Utterance(f"u{i}", str(tmp_path / f"u{i}.wav"), "x", duration=len(audio) / SR))
-    cached = CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=stage)
-    assert cached.prepare(utts).built == 3 and cached.prepare(utts).built == 0
-    expected = talkative.transcribe(audios, "es")  # one batch: the same duration-bounded token budget
-    assert cached.transcribe_utterances(utts, "es") == expected
+    talkative.window_step_s = step
+    try:
+        cached = CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=stage)
+        assert cached.prepare(utts).built == 3 and cached.prepare(utts).built == 0
+        expected = talkative.transcribe(audios, "es")  # batches of one window: the same token budgets
+        assert cached.transcribe_utterances(utts, "es") == expected
+        if step is not None:  # rows computed in their own window, zero after it
+            rows = cached._cache.open(utts)
+            assert rows[0][:50].any() and not rows[0][50:].any()
+            assert not rows[2][100:].any() and rows[2][:100].any()
+            whole = CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=stage)
+            talkative.window_step_s = None  # 30-s windows: another cache key, other rows
+            assert CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no",
+                                            stage=stage)._cache.dir != whole._cache.dir
+    finally:
+        talkative.window_step_s = None
     with pytest.raises(ValueError, match="stage 0"):
         CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=0)
 
