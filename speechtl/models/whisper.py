@@ -164,9 +164,10 @@ class WhisperASR:
         """Batches of clip positions, each of one encoder window (:func:`speechtl.models.windows.window_groups`)."""
         return window_groups(durations_s, self.window_step_s, batch_size)
 
-    def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None) -> Any:
+    def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None,
+                 whole: bool = False) -> Any:
         """Log-mel features (batch, mels, frames) of 16 kHz float audio, cut to the window of the longest clip
-        (3000 frames: 30 s, unless :attr:`window_step_s` is set); audio over 30 s is an error."""
+        (3000 frames: 30 s, unless :attr:`window_step_s` is set and not ``whole``); audio over 30 s is an error."""
         torch, _ = _deps()
         limit = int(MAX_AUDIO_S * SAMPLE_RATE)
         for i, audio in enumerate(audios):
@@ -178,23 +179,23 @@ class WhisperASR:
         with torch.autocast("cpu", enabled=False):  # the extractor's torch path must stay float32
             out = self.feature_extractor([np.asarray(a, dtype=np.float32) for a in audios],
                                          sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        frames = self.window_frames([len(a) / SAMPLE_RATE for a in audios])
+        frames = None if whole else self.window_frames([len(a) / SAMPLE_RATE for a in audios])
         return out.input_features[..., :frames].to(torch.float32)
 
     def detect_languages(self, audios: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
         """The language code Whisper detects in each clip, the language not forced (one encoder pass and one
-        decoder step a clip)."""
+        decoder step a clip), always on a 30-s window: with :attr:`window_step_s` 10, whisper-base found Spanish
+        in 38 of 48 medical test clips against 44 of 48 on 30-s windows."""
         torch, _ = _deps()
         from transformers.modeling_outputs import BaseModelOutput
 
-        found: list[str] = [""] * len(audios)
+        found: list[str] = []
         with torch.no_grad():
-            for batch in self.batches([len(a) / SAMPLE_RATE for a in audios], batch_size):
-                hidden = self.encode(self.features([audios[i] for i in batch]))
+            for lo in range(0, len(audios), batch_size):
+                hidden = self.encode(self.features(audios[lo:lo + batch_size], whole=True))
                 ids = self.model.detect_language(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
                                                  generation_config=self.generation_config)
-                for i, token in zip(batch, self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist()), strict=True):
-                    found[i] = str(token)[2:-2]
+                found += [str(t)[2:-2] for t in self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())]
         return found
 
     def prefix_tokens(self, lang: str, task: str = "transcribe", timestamps: bool = False) -> list[int]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from speechtl.models.ct2.whisper import pad_to_window, read_ct2_config
+from speechtl.levels import WINDOW_S
 from speechtl.models.windows import WINDOW_ATTR, window_seconds
 from speechtl.runtimes.transcript import SAMPLE_RATE, RequestError, Segment, Transcript, Word
 
@@ -79,10 +80,19 @@ class FasterWhisper:
         self.window_step_s = read_ct2_config(Path(model_dir)).get(WINDOW_ATTR)  # None: 30-s windows
         window_seconds(0.0, self.window_step_s)  # a bad value fails here, naming it
         self._turns = WindowTurns()
+        self.multilingual = bool(self.model.model.is_multilingual)  # an English-only model detects nothing
 
     def _audio(self, audio: np.ndarray) -> np.ndarray:
         window = window_seconds(len(audio) / SAMPLE_RATE, self.window_step_s)
         return pad_to_window(audio, window) if self.pad else np.asarray(audio, np.float32)
+
+    def _detect_language(self, audio: np.ndarray) -> str:
+        """The language of ``audio``'s first 30 s, detected on a 30-s window as Whisper detects it (a clip's
+        shorter window detects worse: :meth:`speechtl.models.whisper.WhisperASR.detect_languages`)."""
+        with self._turns.hold(WINDOW_S):  # the 30-s extractor settings must hold until detection has read them
+            features = self.model.feature_extractor(pad_to_window(audio[:round(WINDOW_S * SAMPLE_RATE)]),
+                                                    chunk_length=round(WINDOW_S))
+            return self.model.detect_language(features=features)[0]
 
     @contextlib.contextmanager
     def _window(self, audio: np.ndarray) -> Iterator[dict[str, Any]]:
@@ -121,6 +131,8 @@ class FasterWhisper:
             raise RequestError(f"Unsupported language: {language!r} (expected an ISO 639-1 code)", "language")
         temps = FALLBACK_TEMPERATURES if temperature == 0 else temperature
         duration = len(audio) / SAMPLE_RATE
+        if language is None and self.window_step_s is not None and self.pad and self.multilingual:
+            language = self._detect_language(audio)
         with self._window(audio) as window:
             segments, info = self.model.transcribe(
                 self._audio(audio), language=language, task="transcribe", initial_prompt=prompt or None,

@@ -52,6 +52,20 @@ def test_the_ct2_export_carries_the_window_and_the_runtime_uses_it(ct2_dir, monk
     assert seen[-1] == (3 * 16000, None)
 
 
+def test_language_is_detected_on_a_30_s_window(ct2_dir, monkeypatch):
+    runtime = load_runtime(ct2_dir)
+    runtime.multilingual = True  # the tiny model is English-only: faster-whisper would refuse to detect
+    seen = []
+    real_transcribe = runtime.model.transcribe
+    monkeypatch.setattr(runtime.model, "detect_language",
+                        lambda features: seen.append(features.shape[-1]) or ("en", 1.0, []))
+    monkeypatch.setattr(runtime.model, "transcribe",
+                        lambda audio, **kw: seen.append((kw["language"], kw["chunk_length"])) or real_transcribe(
+                            audio, **kw))
+    out = runtime.transcript(np.zeros(3 * 16000, np.float32))
+    assert seen[0] >= 3000 and seen[1] == (out.language, 10)  # detected on 30 s, then decoded in its window
+
+
 def test_faster_whisper_gets_the_features_the_model_was_evaluated_on():
     from faster_whisper.feature_extractor import FeatureExtractor
     from transformers import WhisperFeatureExtractor
