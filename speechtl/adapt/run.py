@@ -121,7 +121,6 @@ class Run:
             return
         # Whisper, also under the CTC route (a CTC head on its encoder): the unadapted Whisper is the baseline
         base_asr = WhisperASR.load(self.model.hf_dir)
-        base_asr.window_step_s = self.recipe.train.window_step_s  # the baseline is decoded in the same windows
         if self.terms:
             self.term_prompt, self.prompt_left_out = base_asr.term_prompt(self.terms)
             if self.prompt_left_out:

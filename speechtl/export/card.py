@@ -10,7 +10,6 @@ import yaml
 
 from speechtl.data.manifest import read_manifest
 from speechtl.fsio import atomic_write_text
-from speechtl.models.windows import WINDOW_ATTR
 from speechtl.report.data import set_label, sets_of, summary_rows
 from speechtl.report.markdown import synthetic_note
 
@@ -52,22 +51,7 @@ def _data_rows(payload: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _usage(fmt: str, window_step_s: float | None = None) -> list[str]:
-    if fmt == "ct2" and window_step_s is not None:
-        return ["```python", "from faster_whisper import WhisperModel", "from faster_whisper.audio import decode_audio",
-                "from speechtl.models.ct2.whisper import pad_to_window",
-                "from speechtl.models.windows import window_seconds", "",
-                'model = WhisperModel("PATH/TO/THIS/DIR", device="cpu", compute_type="int8")',
-                'audio = decode_audio("call.wav")',
-                f"window = window_seconds(len(audio) / 16000, {window_step_s:g})  # 30 s for audio over 30 s",
-                'segments, info = model.transcribe(pad_to_window(audio, window), language="es", '
-                "chunk_length=round(window))", "```", "",
-                f"This model was trained and evaluated with encoder windows sized to the clip: its length rounded "
-                f"up to {window_step_s:g} s, at most 30 s (`speechtl_window_step_s` in config.json). Pad a clip "
-                "with silence to its window and pass the window as faster-whisper's `chunk_length`. faster-whisper "
-                "keeps `chunk_length` in a feature extractor its calls share: calls with different windows must "
-                "not run at once (`speechtl serve` takes care of both).", "",
-                "Serve it as an OpenAI-compatible endpoint: `speechtl serve --model PATH/TO/THIS/DIR`."]
+def _usage(fmt: str) -> list[str]:
     if fmt == "ct2":
         return ["```python", "from faster_whisper import WhisperModel", "from faster_whisper.audio import decode_audio",
                 "from speechtl.models.ct2.whisper import pad_to_window", "",
@@ -88,7 +72,7 @@ def _usage(fmt: str, window_step_s: float | None = None) -> list[str]:
 
 
 def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any] | None,
-              quantization: str | None, lang: str, window_step_s: float | None = None) -> str:
+              quantization: str | None, lang: str) -> str:
     name = (payload or {}).get("recipe", {}).get("name", "speechtl-model")
     meta: dict[str, Any] = {"language": [lang], "library_name": LIBRARY[fmt],
                             "pipeline_tag": "automatic-speech-recognition", "tags": ["speechtl", fmt]}
@@ -124,11 +108,10 @@ def card_text(fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any
         if parity.get("weight_files_identical"):
             lines[-1] += " The weight files are byte-identical to those of the evaluated model."
         if parity.get("unpadded_wer") is not None:
-            padded = "30-s windows" if window_step_s is None else "its windows, as `chunk_length`"
-            lines[-1] += (f" That is faster-whisper on audio padded to {padded}; on unpadded audio (faster-whisper "
-                          f"called as-is, 30-s windows) WER is {_pct(parity['unpadded_wer'])} "
+            lines[-1] += (f" That is faster-whisper on audio padded to 30-s windows; on unpadded audio (faster-whisper "
+                          f"called as-is) WER is {_pct(parity['unpadded_wer'])} "
                           f"({parity['unpadded_diff_points']:+.2f} points).")
-    lines += ["", "## Use", "", *_usage(fmt, window_step_s), "", "## Limits", "",
+    lines += ["", "## Use", "", *_usage(fmt), "", "## Limits", "",
               "- Measured only on the test sets above; speakers, channels and vocabulary outside the training data "
               "may do worse.",
               "- Synthetic (TTS) test sets measure the model on synthesized voices, not on people.",
@@ -156,10 +139,7 @@ def _prompt_text(prompting: dict[str, Any] | None) -> str:
 def write_card(out: Path, fmt: str, *, payload: dict[str, Any] | None, parity: dict[str, Any] | None,
                quantization: str | None, lang: str) -> Path:
     path = Path(out) / "README.md"
-    config = Path(out) / "config.json"
-    window = json.loads(config.read_text(encoding="utf-8")).get(WINDOW_ATTR) if config.is_file() else None
-    atomic_write_text(path, card_text(fmt, payload=payload, parity=parity, quantization=quantization, lang=lang,
-                                      window_step_s=window))
+    atomic_write_text(path, card_text(fmt, payload=payload, parity=parity, quantization=quantization, lang=lang))
     if payload:
         atomic_write_text(Path(out) / "speechtl_run.json", json.dumps(
             {"recipe": payload.get("recipe"), "model": payload.get("model"), "train": payload.get("train"),

@@ -18,7 +18,6 @@ import numpy as np
 
 from speechtl.fsio import staged_dir
 from speechtl.models.wav2vec2 import WHISPER_KIND, CtcASR, architecture
-from speechtl.models.windows import WINDOW_ATTR
 from speechtl.runtimes.onnx import ONNX_META
 
 log = logging.getLogger(__name__)
@@ -56,19 +55,8 @@ def export_ct2(hf_dir: Path | str, out: Path | str, quantization: str = "float16
             from transformers import WhisperFeatureExtractor
 
             WhisperFeatureExtractor.from_pretrained(hf_dir).to_json_file(str(tmp / "preprocessor_config.json"))
-        carry_window(hf_dir, tmp)
     log.info("export: CTranslate2 model (%s) -> %s", quantization, out)
     return out
-
-
-def carry_window(hf_dir: Path, ct2_dir: Path) -> None:
-    """The model's encoder window step (speechtl.models.windows) into the CTranslate2 config.json, where
-    speechtl's faster-whisper runtime reads it; CTranslate2 and faster-whisper ignore the key."""
-    step = json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get(WINDOW_ATTR)
-    if step is not None:
-        path = ct2_dir / "config.json"
-        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        path.write_text(json.dumps({**config, WINDOW_ATTR: step}, indent=2) + "\n", encoding="utf-8")
 
 
 def export_onnx(model_dir: Path | str, out: Path | str, *, lang: str, opset: int = 17) -> Path:

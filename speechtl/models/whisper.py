@@ -31,7 +31,7 @@ import numpy as np
 from speechtl.models.beam_cache import beam_cache, clip_rows_attention, last_position_logits
 from speechtl.models.collate import NO_SPEECH, collate_tokens
 from speechtl.models.encoder_stages import run_encoder
-from speechtl.models.windows import WINDOW_ATTR, window_groups, window_positions
+from speechtl.models.windows import window_groups, window_positions
 from speechtl.text.repetition import COMPRESSION_RATIO_LIMIT, compression_ratio
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ class WhisperASR:
         self.no_speech_gate = self.no_speech_id is not None
         self.no_timestamps_id = self._token_id("<|notimestamps|>")
         self.num_beams = 1  # the beam width transcribe uses unless told (1 = greedy); eval.num_beams sets it
-        # encoder windows sized to the clip (models.windows); saved with the model, None: always 30 s
-        self.window_step_s: float | None = getattr(model.config, WINDOW_ATTR, None)
+        # encoder windows sized to the clip while training (models.windows); None: always 30 s
+        self.window_step_s: float | None = None
 
     def _token_id(self, *names: str) -> int | None:
         """The first of ``names`` the tokenizer holds as a token of its own (not unknown, not end of text)."""
@@ -144,7 +144,6 @@ class WhisperASR:
     def save(self, out_dir: Path | str, state_dict: dict[str, Any] | None = None) -> None:
         """Write model (optionally from ``state_dict``), processor and generation config to ``out_dir``."""
         out_dir = Path(out_dir)
-        setattr(self.model.config, WINDOW_ATTR, self.window_step_s)
         runtime, self.model.generation_config = self.model.generation_config, self.generation_config
         try:
             self.model.save_pretrained(out_dir, state_dict=state_dict)
@@ -164,10 +163,9 @@ class WhisperASR:
         """Batches of clip positions, each of one encoder window (:func:`speechtl.models.windows.window_groups`)."""
         return window_groups(durations_s, self.window_step_s, batch_size)
 
-    def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None,
-                 whole: bool = False) -> Any:
+    def features(self, audios: Sequence[np.ndarray], *, ids: Sequence[str] | None = None) -> Any:
         """Log-mel features (batch, mels, frames) of 16 kHz float audio, cut to the window of the longest clip
-        (3000 frames: 30 s, unless :attr:`window_step_s` is set and not ``whole``); audio over 30 s is an error."""
+        (3000 frames: 30 s, unless :attr:`window_step_s` is set); audio over 30 s is an error."""
         torch, _ = _deps()
         limit = int(MAX_AUDIO_S * SAMPLE_RATE)
         for i, audio in enumerate(audios):
@@ -179,22 +177,18 @@ class WhisperASR:
         with torch.autocast("cpu", enabled=False):  # the extractor's torch path must stay float32
             out = self.feature_extractor([np.asarray(a, dtype=np.float32) for a in audios],
                                          sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        frames = None if whole else self.window_frames([len(a) / SAMPLE_RATE for a in audios])
+        frames = self.window_frames([len(a) / SAMPLE_RATE for a in audios])
         return out.input_features[..., :frames].to(torch.float32)
 
     def detect_languages(self, audios: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
         """The language code Whisper detects in each clip, the language not forced (one encoder pass and one
-        decoder step a clip), always on a 30-s window: with :attr:`window_step_s` 10, whisper-base found Spanish
-        in 38 of 48 medical test clips against 44 of 48 on 30-s windows."""
+        decoder step a clip)."""
         torch, _ = _deps()
-        from transformers.modeling_outputs import BaseModelOutput
-
         found: list[str] = []
         with torch.no_grad():
             for lo in range(0, len(audios), batch_size):
-                hidden = self.encode(self.features(audios[lo:lo + batch_size], whole=True))
-                ids = self.model.detect_language(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-                                                 generation_config=self.generation_config)
+                feats = self.features(audios[lo:lo + batch_size]).to(self.device)
+                ids = self.model.detect_language(input_features=feats, generation_config=self.generation_config)
                 found += [str(t)[2:-2] for t in self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())]
         return found
 

@@ -4,9 +4,9 @@ Whisper was trained on 30-s windows: a 3-s clip is padded with 27 s of silence
 and its encoder runs over 1500 positions, most of them padding. With a window
 step (``window_step_s``, e.g. 10), a clip is encoded in a window of its length
 rounded up to that step (10, 20 or 30 s: 500, 1000 or 1500 positions), which
-costs about a third for the clips of a call center. The rule is a property of
-the model as trained and served: training, every evaluation and serving use
-the same window for the same clip. ``None`` is Whisper's own rule (always 30 s).
+costs about a third for the clips of a call center. ``TrainConfig.window_step_s``
+trains so (the encoder cache and every step); the trained model is evaluated
+and served on Whisper's own 30-s windows (``None``), like any Whisper model.
 
 A batch holds clips of one window (:func:`window_groups`); the rows of a batch
 are cut to that window's positions.
@@ -18,8 +18,6 @@ import math
 from collections.abc import Sequence
 
 from speechtl.levels import WINDOW_S
-
-WINDOW_ATTR = "speechtl_window_step_s"  # where a model carries its step: transformers' and CTranslate2's config.json
 
 
 def window_seconds(duration_s: float | None, step_s: float | None) -> float:

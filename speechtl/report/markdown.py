@@ -113,9 +113,9 @@ def _search(payload: dict[str, Any]) -> list[str]:
         return []
     beams = payload["recipe"].get("eval", {}).get("num_beams", 1)
     step = payload["recipe"].get("train", {}).get("window_step_s")
-    window = (" Encoder windows of 30 s (Whisper's)." if step is None else
-              f" Encoder windows sized to the clip: its length rounded up to {step:g} s, at most 30 s, for every "
-              "system, in training and in the served export.")
+    window = ("" if step is None else
+              f" Every system is decoded on Whisper's 30-s windows; training encoded each clip in a window of its "
+              f"length rounded up to {step:g} s (train.window_step_s).")
     if beams == 1:
         return ["", "Decoding: greedy, the same for every system." + window]
     return ["", f"Decoding: beam search of width {beams}, the same for every system; a transcript that repeats "

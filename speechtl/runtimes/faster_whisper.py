@@ -8,51 +8,21 @@ no_speech_prob, temperature), word timestamps, OpenAI's temperature rule (0 = fa
 0.2, ... 1.0; otherwise that one temperature) and language detection when no language is given.
 
 Audio shorter than a 30-s window is padded to one (:func:`speechtl.models.ct2.whisper.pad_to_window`):
-the features the model was trained on; longer audio is decoded as it is, window after window. A model that
-encodes windows sized to the clip (its config.json's ``speechtl_window_step_s``: :mod:`speechtl.models.windows`)
-gets its clip's window (faster-whisper's ``chunk_length``) and padding to it, as it was trained and evaluated.
-faster-whisper keeps ``chunk_length`` in the feature extractor its calls share, so calls with different windows
-take turns (:class:`WindowTurns`); calls with the same window run together.
+the features the model was trained on; longer audio is decoded as it is, window after window.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from speechtl.models.ct2.whisper import pad_to_window, read_ct2_config
-from speechtl.levels import WINDOW_S
-from speechtl.models.windows import WINDOW_ATTR, window_seconds
+from speechtl.models.ct2.whisper import pad_to_window
 from speechtl.runtimes.transcript import SAMPLE_RATE, RequestError, Segment, Transcript, Word
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's schedule, used for temperature=0
-
-
-class WindowTurns:
-    """Calls of one window run at once; a call with another window waits until none is running."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._window: float | None = None
-        self._running = 0
-
-    @contextlib.contextmanager
-    def hold(self, window: float) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: self._running == 0 or self._window == window)
-            self._window, self._running = window, self._running + 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify_all()
 
 
 class FasterWhisper:
@@ -77,32 +47,9 @@ class FasterWhisper:
         self.pad = pad  # False: faster-whisper as a caller uses it, unpadded
         self.clip_beams = 1  # beam width of transcribe (evaluation): the run's eval.num_beams in a parity check
         self.languages = frozenset(self.model.supported_languages)
-        self.window_step_s = read_ct2_config(Path(model_dir)).get(WINDOW_ATTR)  # None: 30-s windows
-        window_seconds(0.0, self.window_step_s)  # a bad value fails here, naming it
-        self._turns = WindowTurns()
-        self.multilingual = bool(self.model.model.is_multilingual)  # an English-only model detects nothing
 
     def _audio(self, audio: np.ndarray) -> np.ndarray:
-        window = window_seconds(len(audio) / SAMPLE_RATE, self.window_step_s)
-        return pad_to_window(audio, window) if self.pad else np.asarray(audio, np.float32)
-
-    def _detect_language(self, audio: np.ndarray) -> str:
-        """The language of ``audio``'s first 30 s, detected on a 30-s window as Whisper detects it (a clip's
-        shorter window detects worse: :meth:`speechtl.models.whisper.WhisperASR.detect_languages`)."""
-        with self._turns.hold(WINDOW_S):  # the 30-s extractor settings must hold until detection has read them
-            features = self.model.feature_extractor(pad_to_window(audio[:round(WINDOW_S * SAMPLE_RATE)]),
-                                                    chunk_length=round(WINDOW_S))
-            return self.model.detect_language(features=features)[0]
-
-    @contextlib.contextmanager
-    def _window(self, audio: np.ndarray) -> Iterator[dict[str, Any]]:
-        """faster-whisper's window arguments for ``audio`` (none for 30-s windows), held for the whole decode."""
-        if self.window_step_s is None or not self.pad:  # unpadded: faster-whisper as a caller uses it, 30-s windows
-            yield {}
-            return
-        window = window_seconds(len(audio) / SAMPLE_RATE, self.window_step_s)
-        with self._turns.hold(window):
-            yield {"chunk_length": round(window)}
+        return pad_to_window(audio) if self.pad else np.asarray(audio, np.float32)
 
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
@@ -110,12 +57,12 @@ class FasterWhisper:
         fallback); up to ``max_concurrency`` clips at once (one per worker of the model)."""
 
         def one(audio: np.ndarray) -> str:
-            with self._window(audio) as window:
-                segments, _ = self.model.transcribe(self._audio(audio), language=lang, task="transcribe",
-                                                    beam_size=self.clip_beams, best_of=1, temperature=0.0,
-                                                    initial_prompt=prompt, condition_on_previous_text=False,
-                                                    without_timestamps=True, vad_filter=False, **window)
-                return "".join(s.text for s in segments).strip()
+            segments, _ = self.model.transcribe(self._audio(audio), language=lang, task="transcribe",
+                                                beam_size=self.clip_beams, best_of=1, temperature=0.0,
+                                                initial_prompt=prompt,
+                                                condition_on_previous_text=False, without_timestamps=True,
+                                                vad_filter=False)
+            return "".join(s.text for s in segments).strip()
 
         if self.max_concurrency == 1 or len(audios) < 2:
             return [one(audio) for audio in audios]
@@ -131,24 +78,20 @@ class FasterWhisper:
             raise RequestError(f"Unsupported language: {language!r} (expected an ISO 639-1 code)", "language")
         temps = FALLBACK_TEMPERATURES if temperature == 0 else temperature
         duration = len(audio) / SAMPLE_RATE
-        if language is None and self.window_step_s is not None and self.pad and self.multilingual:
-            language = self._detect_language(audio)
-        with self._window(audio) as window:
-            segments, info = self.model.transcribe(
-                self._audio(audio), language=language, task="transcribe", initial_prompt=prompt or None,
-                temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False,
-                hotwords=hotwords or None, **window)
-            segs, words = [], []
-            for s in segments:  # a generator: decoding happens here
-                if s.start >= duration:  # decoded from the padding, which is silence
-                    continue
-                segs.append(Segment(
-                    id=len(segs), seek=int(s.seek), start=float(s.start), end=min(float(s.end), duration), text=s.text,
-                    tokens=tuple(int(t) for t in s.tokens), temperature=float(s.temperature or 0.0),
-                    avg_logprob=float(s.avg_logprob), compression_ratio=float(s.compression_ratio),
-                    no_speech_prob=float(s.no_speech_prob)))
-                words += [Word(w.word, float(w.start), min(float(w.end), duration))
-                          for w in (s.words or []) if w.start < duration]
+        segments, info = self.model.transcribe(
+            self._audio(audio), language=language, task="transcribe", initial_prompt=prompt or None,
+            temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False,
+            hotwords=hotwords or None)
+        segs, words = [], []
+        for s in segments:  # a generator: decoding happens here
+            if s.start >= duration:  # decoded from the padding, which is silence
+                continue
+            segs.append(Segment(id=len(segs), seek=int(s.seek), start=float(s.start), end=min(float(s.end), duration),
+                                text=s.text, tokens=tuple(int(t) for t in s.tokens),
+                                temperature=float(s.temperature or 0.0), avg_logprob=float(s.avg_logprob),
+                                compression_ratio=float(s.compression_ratio), no_speech_prob=float(s.no_speech_prob)))
+            words += [Word(w.word, float(w.start), min(float(w.end), duration))
+                      for w in (s.words or []) if w.start < duration]
         return Transcript(text="".join(s.text for s in segs).strip(), language=info.language,
                           duration_s=duration, segments=tuple(segs),
                           words=tuple(words) if word_timestamps else None)

@@ -53,11 +53,6 @@ class Transformers:
             return cls(CtcASR.load(model_dir, lang=language or "es"), kind, language=language or "es", name=name)
         return cls(WhisperASR.load(model_dir), kind, language=language, name=name)
 
-    @property
-    def window_step_s(self) -> float | None:
-        """The model's encoder window step (speechtl.models.windows); None: 30-s windows."""
-        return getattr(self.asr, "window_step_s", None)
-
     def transcribe(self, audios: Sequence[np.ndarray], lang: str, *, prompt: str | None = None,
                    batch_size: int = 8) -> list[str]:
         """One greedy transcript per 16 kHz mono clip, as evaluation scores it."""

@@ -229,8 +229,7 @@ def _add_info_routes(app: Any, slots: Slots, backend: Runtime, model_id: str, ho
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_id, "backend": backend.name, "running": slots.running,
-                "waiting": slots.waiting, "free_slots": slots.capacity - slots.admitted, "hotwords": hotwords,
-                "window_step_s": getattr(backend, "window_step_s", None)}
+                "waiting": slots.waiting, "free_slots": slots.capacity - slots.admitted, "hotwords": hotwords}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:

@@ -60,8 +60,9 @@ class TrainConfig:
     mixed_precision: str = "auto"  # no | bf16 | fp16 | auto (bf16 where the CPU or GPU has it, fp16 on older GPUs)
     cache_encoder: bool = True  # cache the frozen encoder prefix on disk (fp16 memmap); False = recompute each step
     cache_dir: str | None = None  # encoder cache root; None = speechtl.cache.encoder_cache_dir (shared by runs)
-    window_step_s: float | None = None  # seq2seq: each clip is encoded in a window of its length rounded up to this
-    # step (speechtl.models.windows), saved with the model for every evaluation and serving; None = 30-s windows
+    window_step_s: float | None = None  # seq2seq: training encodes each clip in a window of its length rounded up
+    # to this step (speechtl.models.windows; dev decoding while training too); the model is evaluated and served on
+    # Whisper's 30-s windows. None = 30-s windows in training too
     timestamp_share: float = 0.0  # seq2seq: seeded share of speech targets written with Whisper timestamp tokens
     # (<|0.00|> text <|end|>, the clip's start and end) instead of <|notimestamps|>, so long-form decoding still works
     cache_batch_size: int = 8  # utterances per encoder batch while building the cache

@@ -32,9 +32,8 @@ MULTILINGUAL_VOCAB_SIZE = 51865  # OpenAI's rule: a Whisper vocabulary this larg
 WINDOW_SAMPLES = 30 * 16000  # Whisper's input window at 16 kHz
 
 
-def pad_to_window(audio: np.ndarray, window_s: float = 30.0) -> np.ndarray:
-    """``audio`` shorter than a window (``window_s``, Whisper's 30 s unless the model encodes windows sized to
-    the clip: :mod:`speechtl.models.windows`) followed by silence up to one window; longer audio as it is.
+def pad_to_window(audio: np.ndarray) -> np.ndarray:
+    """``audio`` shorter than a 30-s window followed by silence up to one window; longer audio as it is.
 
     Whisper's reference front end (OpenAI's, and transformers') pads the audio with silence before the
     log-mel, so the frames after speech are log-mel of silence. faster-whisper computes the log-mel of the
@@ -46,8 +45,7 @@ def pad_to_window(audio: np.ndarray, window_s: float = 30.0) -> np.ndarray:
     is; the unadapted model 25.1% both ways).
     """
     audio = np.asarray(audio, dtype=np.float32)
-    size = round(window_s * 16000)
-    return np.pad(audio, (0, size - len(audio))) if 0 < len(audio) < size else audio
+    return np.pad(audio, (0, WINDOW_SAMPLES - len(audio))) if 0 < len(audio) < WINDOW_SAMPLES else audio
 
 
 class Ct2FormatError(ValueError):
