@@ -270,7 +270,7 @@ class Run:
         if not self.recipe.eval.decode_cache:
             return transcriber
         settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None)
-                    and NO_SPEECH_RULE, "window_step_s": getattr(asr, "window_step_s", None),
+                    and NO_SPEECH_RULE,
                     **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
         if settings["num_beams"] > 1:  # beams fall back to greedy decoding on a looping transcript
             settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT

@@ -334,10 +334,11 @@ def whisper_encoder_cache(asr: Any, stage: int, root: Path | str, *,
     fe = asr.feature_extractor
     settings = {
         "stage": stage, "precision": precision, "layers": len(asr.model.model.encoder.layers),
-        "window_step_s": getattr(asr, "window_step_s", None),
         "features": {k: getattr(fe, k, None) for k in ("feature_size", "sampling_rate", "hop_length", "n_fft",
                                                        "chunk_length", "n_samples", "dither")},
     }
+    if getattr(asr, "window_step_s", None) is not None:  # rows in windows sized to the clip (models.windows);
+        settings["window_step_s"] = asr.window_step_s    # 30-s rows keep the keys they had before windows
     key = model_key(stage_tensors(asr.model, stage), settings)
     cfg = asr.model.config
     cache = EncoderCache(root, key, (cfg.max_source_positions, cfg.d_model))
