@@ -75,10 +75,10 @@ def speechtl_config(strategy: str, args, *, max_steps: int = 10_000, budget_s: f
     )  # fmt: skip
 
 
-def run_seq2seq_trainer(model_dir: Path, train_utts, out: Path, args,
-                        max_steps: int = 10_000) -> tuple[float, int, Path]:
-    """The baseline: transformers Seq2SeqTrainer, full fine-tune, stopped at the wall-clock budget (or after
-    ``max_steps``)."""
+def run_seq2seq_trainer(model_dir: Path, train_utts, out: Path, args, max_steps: int = 10_000,
+                        budget_s: float | None = None) -> tuple[float, int, Path]:
+    """The baseline: transformers Seq2SeqTrainer, full fine-tune, stopped at ``budget_s`` of wall time (None: no
+    budget) or after ``max_steps``."""
     import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
@@ -114,7 +114,7 @@ def run_seq2seq_trainer(model_dir: Path, train_utts, out: Path, args,
 
         def on_step_end(self, a, state, control, **kw):
             self.steps = state.global_step
-            if time.perf_counter() - self.start >= args.budget_s:
+            if budget_s is not None and time.perf_counter() - self.start >= budget_s:
                 control.should_training_stop = True
 
     budget = Budget()
@@ -169,7 +169,7 @@ def main() -> int:
         base_wer = dev_wer(model_dir, dev, args.lang)
         print(f"untrained dev WER {base_wer:.1%}", flush=True)
 
-        train_s, steps, best = run_seq2seq_trainer(model_dir, train_utts, tmp / "seq2seq", args)
+        train_s, steps, best = run_seq2seq_trainer(model_dir, train_utts, tmp / "seq2seq", args, budget_s=args.budget_s)
         flop = step_flops(lambda n: run_seq2seq_trainer(model_dir, train_utts, tmp / f"seq2seq-{n}", args, n))
         rows.append({"system": "baseline: Seq2SeqTrainer full", "utt_per_s": steps * args.batch_size / train_s,
                      "steps": steps, "cache_s": 0.0, "dev_wer": dev_wer(best, dev, args.lang),
