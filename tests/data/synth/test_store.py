@@ -76,3 +76,15 @@ def test_a_second_corpus_takes_its_clips_from_the_store(tmp_path, monkeypatch):
     synthesize_corpus(SENTENCES, tmp_path / "run3", SynthConfig(engine="espeak", num_voices=2, num_workers=1,
                                                                 channel=ChannelConfig(snr_db=(20, 30), seed=1)))
     assert len(made) == 8  # another channel seed: other clips
+
+
+def test_the_code_digest_covers_the_engine_module_and_the_writing(monkeypatch):
+    from speechtl.data.synth import corpus
+
+    before = {engine: store.code_digest(engine) for engine in ("kokoro", "espeak")}
+    assert before["kokoro"] != before["espeak"]
+    assert store.code_digest("kokoro") == before["kokoro"]  # stable
+    monkeypatch.setattr(store, "ENGINE_CODE", {"kokoro": ("espeak.py",), "espeak": ("espeak.py",)})
+    assert store.code_digest("kokoro") != before["kokoro"]  # another module speaking: other clips
+    monkeypatch.setattr(corpus, "write_wav", lambda path, samples, rate: None)  # how files are written counts
+    assert store.code_digest("espeak") != before["espeak"]
