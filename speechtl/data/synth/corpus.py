@@ -24,7 +24,9 @@ no item at all has audio (every one failed, none existed) does
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -213,6 +215,14 @@ def _run_task(task: _Task) -> tuple[int, str | None]:
         return task.index, f"{type(exc).__name__}: {exc}"
 
 
+@functools.cache
+def writer_digest() -> str:
+    """sha256 of the code here that calls the engine, applies the channel and writes the file: part of every
+    stored clip's key (:func:`speechtl.data.synth.store.clip_key`); the rest of this module only schedules."""
+    return hashlib.sha256("".join(inspect.getsource(fn) for fn in (synthesize, write_wav, _run_task)).encode()
+                          ).hexdigest()
+
+
 def _init_worker(threads: int, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -330,7 +340,7 @@ def synthesize_corpus(
             key = None
             if store is not None:
                 key = clip_key(engine=config.engine, voice_id=voice.id, voice=voice.params, lang=config.lang,
-                               text=text, sentence_id=sentence_id, channel=channel,
+                               text=text, sentence_id=sentence_id, channel=channel, writer=writer_digest(),
                                channel_config=config.channel.to_json() if config.channel is not None else None)
                 if store.fetch(key, path):
                     stored += 1

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import logging
 import os
@@ -71,17 +70,14 @@ def engine_version(engine: str) -> str:
 
 
 def code_digest(engine: str) -> str:
-    """sha256 of the code that decides an engine's samples: its module, the channel, and the corpus functions
-    that call the engine and write the file; not the scheduling or this store (an edit there keeps every
-    stored clip: the medical recipe's Kokoro clips cost about 15 minutes on two cores)."""
-    from speechtl.data.synth import corpus  # imported here: corpus imports this module
-
+    """sha256 of the modules that decide an engine's samples: its own and the channel's. The corpus code that
+    calls them and writes the file enters each key as ``writer`` (:func:`speechtl.data.synth.corpus.writer_digest`);
+    the scheduling and this store do not (an edit there keeps every stored clip: the medical recipe's Kokoro
+    clips cost about 15 minutes on two cores)."""
     here = Path(__file__).parent
     code = hashlib.sha256()
     for name in (*ENGINE_CODE.get(engine, ()), "channel.py"):
         code.update(name.encode() + b"\0" + (here / name).read_bytes())
-    for fn in (corpus.synthesize, corpus.write_wav, corpus._run_task):
-        code.update(inspect.getsource(fn).encode())
     return code.hexdigest()
 
 

@@ -82,9 +82,11 @@ def test_the_code_digest_covers_the_engine_module_and_the_writing(monkeypatch):
     from speechtl.data.synth import corpus
 
     before = {engine: store.code_digest(engine) for engine in ("kokoro", "espeak")}
-    assert before["kokoro"] != before["espeak"]
-    assert store.code_digest("kokoro") == before["kokoro"]  # stable
+    assert before["kokoro"] != before["espeak"] and store.code_digest("kokoro") == before["kokoro"]
     monkeypatch.setattr(store, "ENGINE_CODE", {"kokoro": ("espeak.py",), "espeak": ("espeak.py",)})
     assert store.code_digest("kokoro") != before["kokoro"]  # another module speaking: other clips
+    writer = corpus.writer_digest()
+    corpus.writer_digest.cache_clear()
     monkeypatch.setattr(corpus, "write_wav", lambda path, samples, rate: None)  # how files are written counts
-    assert store.code_digest("espeak") != before["espeak"]
+    assert corpus.writer_digest() != writer
+    corpus.writer_digest.cache_clear()
