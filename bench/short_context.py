@@ -30,13 +30,9 @@ FULL = 1500  # encoder positions of a 30-s window
 
 
 def encode(model, feats, positions: int):
-    """The encoder's output on the first ``positions`` positions (``feats``: log-mel, 3000 frames)."""
-    import torch
-
-    enc = model.model.encoder  # the conv stem (stage 0) on the cut features, then stages 1.. as the project runs them
-    x = torch.nn.functional.gelu(enc.conv1(feats[..., : 2 * positions]))
-    x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1) + enc.embed_positions.weight[:positions]
-    return run_encoder(model, x, 1)
+    """The encoder's output on the first ``positions`` positions (``feats``: log-mel, 3000 frames): run_encoder
+    takes a window shorter than 30 s (the first 2 x positions frames, the first position embeddings)."""
+    return run_encoder(model, feats[..., : 2 * positions])
 
 
 def decode(asr: WhisperASR, clips: list, lang: str, positions: int, batch_size: int) -> tuple[list[str], float]:
