@@ -1,12 +1,14 @@
 """Long-form WER through `speechtl serve` over HTTP, next to the run's own long-form and clip-by-clip WER.
 
-    python scripts/serve_longform.py runs/es-medical [--export ct2] [--port 8765] [--compute-type int8]
+    python scripts/serve_longform.py runs/es-medical [--export ct2] [--port 8765] [--compute-type int8] [--as-is]
 
 Starts `speechtl serve` on the run's export, posts each recording of the run's long-form set (its primary
 test set joined into 1-3 min recordings, `data/longform/`) to `/v1/audio/transcriptions` as a client would,
 and scores the transcripts with the run's normalizer. The run's report gives the same recordings decoded by
 PyTorch (long-form) and the same utterances clip by clip; issue 14 asks the served long-form WER to stay
-within 2 points of the clip-by-clip one and not above the baseline's long-form WER.
+within 2 points of the clip-by-clip one and not above the baseline's long-form WER. `--as-is` also decodes
+the recordings in process as a caller of faster-whisper does (Pipecat's WhisperSTTService: the whole
+recording, unpadded, language forced, faster-whisper's defaults otherwise).
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ def post(url: str, audio: Path) -> str:
         return json.loads(response.read())["text"]
 
 
+def as_is(recordings: list, model_dir: Path, lang: str, compute_type: str) -> list[str]:
+    """Each recording through faster-whisper in process, as a caller passes it: whole, unpadded."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type)
+    return ["".join(s.text for s in model.transcribe(decode_audio(r.audio_filepath), language=lang)[0]).strip()
+            for r in recordings]
+
+
 def wait_ready(base: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -58,6 +70,7 @@ def main() -> None:
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--terms", help="passed to speechtl serve (hotwords from a term list)")
     parser.add_argument("--no-hotwords", action="store_true", help="passed to speechtl serve")
+    parser.add_argument("--as-is", action="store_true", help="also faster-whisper in process on the whole recordings")
     args = parser.parse_args()
     report = json.loads((args.run_dir / "report.json").read_text(encoding="utf-8"))
     lang = report["recipe"]["lang"]
@@ -88,6 +101,10 @@ def main() -> None:
           f"{len(recordings)} recordings in {elapsed:.0f} s; PyTorch long-form: adapted "
           f"{longform['adapted']['wer']:.1%},"
           f" baseline {longform['baseline']['wer']:.1%}; adapted clip by clip {longform['adapted']['clip_wer']:.1%}")
+    if args.as_is:
+        hyps = as_is(recordings, args.run_dir / "export" / args.export, lang, args.compute_type)
+        print(f"faster-whisper in process, as-is ({args.compute_type}) long-form WER "
+              f"{score([r.text for r in recordings], hyps, normalizer).wer:.1%}")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,9 @@ class RecipeConfig:
             if s.sentences_from is not None and s.sentences_from not in names[:i]:
                 raise ConfigError(f"data.sources.{s.name}.sentences_from: {s.sentences_from!r} must name a source "
                                   f"listed before it, one of {names[:i]}")
+        if self.train.prompt_share > 0 and not (self.train.prompt.strip() or self.eval.terms):
+            raise ConfigError("train.prompt_share: prompted training needs train.prompt or eval.terms (the term list "
+                              "is the prompt)")
 
     def source(self, name: str) -> SourceConfig:
         return next(s for s in self.sources if s.name == name)

@@ -66,6 +66,8 @@ def _minimal(**changes):
         ({"data": {"sources": [{"name": "a", "split": {"test_share": 1.5}}]}}, "test_share"),
         ({"data": {"sources": [{"name": "a", "num_voices": "ten"}]}}, r"data.sources.a.num_voices: expected an integer"),
         ({"lang": None}, "lang: expected a string"),
+        ({"train": {"prompt_share": 0.5}}, "prompted training needs train.prompt or eval.terms"),
+        ({"train": {"prompt_share": 1.5}}, "prompt_share"),
     ],
 )
 def test_bad_recipes_name_the_key(tmp_path, changes, message):

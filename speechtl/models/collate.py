@@ -17,15 +17,17 @@ NO_SPEECH = -2  # last "token" of a clip without speech in token_sequences; a la
 
 
 def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int | Sequence[int], pad_id: int, *,
-                   no_speech_id: int | None = None) -> tuple[Any, Any]:
+                   no_speech_id: int | None = None, starts: Sequence[int] | None = None) -> tuple[Any, Any]:
     """``(labels, decoder_input_ids)`` from full sequences ``prefix + text + eot`` (or, for a clip without
-    speech, ``prefix + [NO_SPEECH]``).
+    speech, ``prefix + [NO_SPEECH]``), each possibly after a prompt (``<|startofprev|>`` and its text).
 
     ``decoder_input_ids`` is each sequence without its last token, padded with
-    ``pad_id``; ``labels`` is the sequence shifted left, with the forced prefix
+    ``pad_id``; ``labels`` is the sequence shifted left, with the prompt, the forced prefix
     positions and the padding set to -100. ``num_prefix`` is the prefix length
     of every row, or one per row (a timestamped target has no
-    ``<|notimestamps|>``, so its prefix is a token shorter). With ``no_speech_id`` (a model whose
+    ``<|notimestamps|>``, so its prefix is a token shorter); ``starts`` is where each row's
+    ``<|startoftranscript|>`` stands (its prompt's length; default 0: no prompt). The prompt
+    conditions the row but is never a target, as in Whisper's training. With ``no_speech_id`` (a model whose
     no-speech rule is on) the token after ``<|startoftranscript|>`` is trained
     too: the language for speech, the no-speech token for a clip without any,
     whose label after the prefix is NO_SPEECH (the loss reads it as a uniform
@@ -38,17 +40,19 @@ def collate_tokens(seqs: Sequence[Sequence[int]], num_prefix: int | Sequence[int
     lab = torch.full((len(seqs), width), -100, dtype=torch.long)
     first = 0 if no_speech_id is None else 1
     prefixes = [num_prefix] * len(seqs) if isinstance(num_prefix, int) else list(num_prefix)
-    if len(prefixes) != len(seqs):
-        raise ValueError(f"{len(prefixes)} prefix lengths for {len(seqs)} sequences")
-    for i, (seq, prefix) in enumerate(zip(seqs, prefixes, strict=True)):
+    starts = [0] * len(seqs) if starts is None else list(starts)
+    if not len(prefixes) == len(starts) == len(seqs):
+        raise ValueError(f"{len(prefixes)} prefix lengths and {len(starts)} starts for {len(seqs)} sequences")
+    for i, (seq, prefix, start) in enumerate(zip(seqs, prefixes, starts, strict=True)):
         n = len(seq) - 1
         dec[i, :n] = torch.as_tensor(seq[:-1])
         lab[i, :n] = torch.as_tensor(seq[1:])
-        lab[i, first:prefix - 1] = -100
+        lab[i, :start] = -100
+        lab[i, start + first:start + prefix - 1] = -100
         if seq[-1] == NO_SPEECH:
             if no_speech_id is None:
                 raise ValueError(f"row {i}: a no-speech target needs the model's no-speech token")
-            lab[i, 0] = no_speech_id
+            lab[i, start] = no_speech_id
     return lab, dec
 
 
@@ -86,9 +90,14 @@ class WhisperCollator:
         self.from_audio = from_audio
         self.spec = spec
 
+    def start(self, tokens: Sequence[int]) -> int:
+        """Where ``<|startoftranscript|>`` stands in one sequence: after its prompt, if it has one."""
+        return 0 if not tokens or tokens[0] == self.asr.sot_id else list(tokens).index(self.asr.sot_id)
+
     def prefix_length(self, tokens: Sequence[int]) -> int:
-        """The forced prefix of one target: ``num_prefix``, or one less for a timestamped target (whose
-        prefix lacks ``<|notimestamps|>``; its first timestamp is learned)."""
+        """The forced prefix of one target, from ``<|startoftranscript|>``: ``num_prefix``, or one less for a
+        timestamped target (whose prefix lacks ``<|notimestamps|>``; its first timestamp is learned)."""
+        tokens = tokens[self.start(tokens):]
         timestamped = len(tokens) >= self.num_prefix and tokens[self.num_prefix - 1] != self.asr.no_timestamps_id
         return self.num_prefix - 1 if timestamped else self.num_prefix
 
@@ -118,7 +127,8 @@ class WhisperCollator:
                                           n_mels=self.asr.feature_extractor.feature_size)
         tokens = [e["tokens"] for e in examples]
         labels, dec = collate_tokens(tokens, [self.prefix_length(t) for t in tokens], self.asr.eot_id,
-                                     no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None)
+                                     no_speech_id=self.asr.no_speech_id if self.asr.no_speech_gate else None,
+                                     starts=[self.start(t) for t in tokens])
         batch = {"encoder_input": enc, "decoder_input_ids": dec, "labels": labels, "index": index}
         if self.asr.window_step_s is not None:
             batch["encoder_frames"] = self.encoder_frames([e.get("seconds") for e in examples])

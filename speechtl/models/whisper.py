@@ -283,6 +283,16 @@ class WhisperASR:
         """Whisper's prompt limit in tokens (223 for every released size): half the decoder context, less one."""
         return self.model.config.max_target_positions // 2 - 1
 
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """``<|startofprev|>`` and the tokens of ``prompt``, as decoding and prompted training put them before
+        ``<|startoftranscript|>``; a prompt over :attr:`prompt_limit` keeps its last tokens, like openai-whisper."""
+        ids = [int(i) for i in self.tokenizer.get_prompt_ids(prompt)]
+        keep = self.prompt_limit
+        if len(ids) - 1 > keep:
+            log.warning("prompt of %d tokens: only its last %d are used", len(ids) - 1, keep)
+            ids = ids[:1] + ids[-keep:]
+        return ids
+
     def term_prompt(self, terms: Sequence[str]) -> tuple[str, list[str]]:
         """A text prompt of ``terms`` that fits :attr:`prompt_limit`, and the terms it leaves out: the terms
         joined by commas, else by spaces (one token less each), else the first terms that fit, space-joined
@@ -341,12 +351,7 @@ class WhisperASR:
         prompt_ids = None
         budget = self.model.config.max_target_positions - len(prefix)
         if prompt is not None and prompt.strip():
-            ids = self.tokenizer.get_prompt_ids(prompt, return_tensors="np")  # <|startofprev|> + text tokens
-            keep = self.prompt_limit
-            if len(ids) - 1 > keep:  # like openai-whisper: the prompt's last tokens are kept
-                log.warning("prompt of %d tokens: only its last %d are used", len(ids) - 1, keep)
-                ids = np.concatenate([ids[:1], ids[-keep:]])
-            prompt_ids = torch.as_tensor(ids, device=self.device)
+            prompt_ids = torch.as_tensor(self.prompt_tokens(prompt), device=self.device)
             budget -= len(prompt_ids)
         if max_new_tokens > budget:
             raise ValueError(f"max_new_tokens={max_new_tokens} plus the prefix and prompt exceed the decoder's "

@@ -65,6 +65,9 @@ class TrainConfig:
     # Whisper's 30-s windows. None = 30-s windows in training too
     timestamp_share: float = 0.0  # seq2seq: seeded share of speech targets written with Whisper timestamp tokens
     # (<|0.00|> text <|end|>, the clip's start and end) instead of <|notimestamps|>, so long-form decoding still works
+    prompt_share: float = 0.0  # seq2seq: seeded share of targets (clips without speech too) conditioned on
+    # ``prompt`` as Whisper's previous-text prompt, so the model learns to use a term prompt (served as hotwords)
+    prompt: str = ""  # that prompt; the adapt run sets the recipe's term list here (WhisperASR.term_prompt)
     cache_batch_size: int = 8  # utterances per encoder batch while building the cache
     bucket_batches: int = 50  # batches per length-sorting window (1 = random batches, no sorting)
     max_train_time_s: float | None = None  # wall-clock budget of this call's loop (evaluations in, cache build out)
@@ -128,6 +131,9 @@ class TrainConfig:
         number("max_train_time_s", 0, True, optional=True)
         number("window_step_s", 0, True, 30, optional=True)
         number("timestamp_share", 0, False, 1)
+        number("prompt_share", 0, False, 1)
+        if not isinstance(self.prompt, str):
+            fail("prompt", "must be a string")
         for name in ("freeze_embeddings", "eval_at_start", "spec_augment", "cache_encoder"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be true or false")

@@ -41,7 +41,8 @@ def whisper_parts(acc: Any, model_dir: Path, train_utts: list[Any], dev_utts: li
         raise ValueError(f"TrainConfig.lang={config.lang!r}: {exc}") from exc
     train_utts, tokens, skipped = training_items(train_utts, asr, lang=config.lang, task=config.task,
                                                  long_labels=config.long_labels, where=where,
-                                                 timestamp_share=config.timestamp_share, seed=config.seed)
+                                                 timestamp_share=config.timestamp_share, seed=config.seed,
+                                                 prompt=config.prompt, prompt_share=config.prompt_share)
     if skipped and acc.is_main_process:
         write_jsonl(out_dir / "skipped.jsonl", skipped)
     if config.dropout is not None:
@@ -164,22 +165,27 @@ def export_model(state: dict[str, Any], asr: Any, out_dir: Path, *, lora_scaling
 
 
 def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, long_labels: str, where: str,
-                   timestamp_share: float = 0.0, seed: int = 0,
+                   timestamp_share: float = 0.0, seed: int = 0, prompt: str = "", prompt_share: float = 0.0,
                    ) -> tuple[list[Utterance], list[list[int]], list[QuarantineRecord]]:
     """Utterances, their decoder token sequences and the ones skipped for over-long labels.
 
     A seeded ``timestamp_share`` of them (chosen by id, so the choice does not move when others are added)
     get timestamped targets spanning the clip: prepared clips are trimmed to their speech, so the speech
-    starts at 0 and ends at the clip's duration."""
+    starts at 0 and ends at the clip's duration. Another seeded ``prompt_share`` (clips without speech
+    included) is conditioned on ``prompt`` as Whisper's previous-text prompt, where it fits the decoder."""
     problems = validate(utts)
     if problems or not utts:
         raise ValueError(f"{where}: " + ("; ".join(problems[:5]) if problems else "no utterances"))
+    prompt_ids = asr.prompt_tokens(prompt) if prompt.strip() and prompt_share > 0 else []
 
     def sequences(items: list[Utterance]) -> list[list[int]]:
-        spans = [(0.0, u.duration) if u.duration and timestamped(u.id, timestamp_share, seed) else None
+        spans = [(0.0, u.duration) if u.duration and drawn(u.id, timestamp_share, seed) else None
                  for u in items]
-        return asr.token_sequences([u.text for u in items], lang, ids=[u.id for u in items], task=task,
+        seqs = asr.token_sequences([u.text for u in items], lang, ids=[u.id for u in items], task=task,
                                    empty_ok=_nonspeech(items), spans=spans)
+        room = asr.model.config.max_target_positions - len(prompt_ids)
+        return [prompt_ids + seq if prompt_ids and len(seq) <= room and drawn(u.id, prompt_share, seed, "prompt")
+                else seq for u, seq in zip(items, seqs, strict=True)]
 
     try:
         return utts, sequences(utts), []
@@ -197,9 +203,10 @@ def training_items(utts: list[Utterance], asr: Any, *, lang: str, task: str, lon
     return kept, sequences(kept), skipped
 
 
-def timestamped(utt_id: str, share: float, seed: int) -> bool:
-    """Whether utterance ``utt_id`` gets a timestamped target: a seeded hash of the id under ``share``."""
-    digest = hashlib.sha256(f"{seed}\0{utt_id}".encode()).digest()
+def drawn(utt_id: str, share: float, seed: int, salt: str = "") -> bool:
+    """Whether utterance ``utt_id`` is drawn (e.g. for a timestamped target): a seeded hash of the id under ``share``
+    (another ``salt``, e.g. "prompt", draws another, independent choice)."""
+    digest = hashlib.sha256(f"{seed}\0{salt}{utt_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") < share * 2 ** 64
 
 

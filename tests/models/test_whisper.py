@@ -642,3 +642,27 @@ def test_collator_learns_the_first_timestamp_but_not_the_forced_prefix(asr_ts):
     assert labels[0, 2] == -100 and labels[0, 3] == tokens[0][4]  # plain: <|notimestamps|> is forced
     assert labels[1, 1] == -100 and labels[1, 2] == asr.no_timestamps_id + 1  # timestamped: <|0.00|> is learned
     assert labels[1, 2 + len(tokens[1]) - 4] == asr.eot_id  # ... and so are the text, <|1.50|> and the end
+
+
+def test_a_prompted_target_learns_only_what_follows_the_prompt(asr_ts):
+    asr = asr_ts
+    prompt = asr.prompt_tokens("amoxicilina, ibuprofeno")
+    assert prompt == [int(i) for i in asr.tokenizer.get_prompt_ids("amoxicilina, ibuprofeno")]
+    assert prompt[0] == asr.tokenizer.convert_tokens_to_ids("<|startofprev|>") and asr.sot_id not in prompt
+    plain = asr.token_sequences(["hola", "hola", ""], "es", spans=[None, (0.0, 1.5), None],
+                                empty_ok=[False, False, True])
+    collator = WhisperCollator(asr, num_prefix=4, from_audio=True)
+    prompted = [prompt + t for t in plain]
+    n = len(prompt)
+    assert [collator.start(t) for t in prompted + plain] == [n] * 3 + [0] * 3
+    assert [collator.prefix_length(t) for t in prompted] == [collator.prefix_length(t) for t in plain] == [4, 3, 4]
+
+    def labels(tokens):
+        return collator([{"index": i, "input": tone(400), "tokens": t, "epoch": 0}
+                         for i, t in enumerate(tokens)])["labels"]
+
+    alone, with_prompt = labels(plain), labels(prompted)
+    assert (with_prompt[:, :n] == -100).all()  # the prompt and <|startoftranscript|> are never targets
+    for i, t in enumerate(plain):  # after it, the same labels as without the prompt
+        assert with_prompt[i, n:n + len(t) - 1].tolist() == alone[i, :len(t) - 1].tolist()
+    assert (with_prompt[2, n] == asr.no_speech_id) == (alone[2, 0] == asr.no_speech_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from speechtl.train.config import TrainConfig  # noqa: E402
 from speechtl.train.loop import train  # noqa: E402
 from speechtl.train.lora import merge_lora_state_dict  # noqa: E402
 from speechtl.train.parts import TrainEvent  # noqa: E402
-from speechtl.train.seq2seq import timestamped, train_module, training_items  # noqa: E402
+from speechtl.train.seq2seq import drawn, train_module, training_items  # noqa: E402
 from speechtl.train.strategies import apply_strategy, frozen_prefix, set_dropout  # noqa: E402
 
 TEXTS = ["hola", "buenos días", "gracias", "adiós", "por favor", "sí señor", "buenas noches", "hasta luego"]
@@ -87,6 +88,8 @@ def losses(history: Path) -> list[float]:
     ("eval_at_start", 1, "TrainConfig.eval_at_start"),
     ("dropout", 1.0, "TrainConfig.dropout must be a number >= 0 and <= 0.9"),
     ("timestamp_share", 1.5, "TrainConfig.timestamp_share must be a number >= 0 and <= 1"),
+    ("prompt_share", -0.1, "TrainConfig.prompt_share must be a number >= 0 and <= 1"),
+    ("prompt", None, "TrainConfig.prompt must be a string"),
 ])
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
@@ -141,10 +144,10 @@ def test_long_labels_error_or_skip(tiny, corpus):
 
 def test_a_seeded_share_of_targets_carries_timestamps(tiny, corpus, tmp_path):
     ids = [f"utt{i}" for i in range(2000)]
-    half = [timestamped(i, 0.5, seed=0) for i in ids]
-    assert 900 < sum(half) < 1100 and half == [timestamped(i, 0.5, seed=0) for i in ids]  # seeded
-    assert half != [timestamped(i, 0.5, seed=1) for i in ids]
-    assert not any(timestamped(i, 0.0, seed=0) for i in ids) and all(timestamped(i, 1.0, seed=0) for i in ids)
+    half = [drawn(i, 0.5, seed=0) for i in ids]
+    assert 900 < sum(half) < 1100 and half == [drawn(i, 0.5, seed=0) for i in ids]  # seeded
+    assert half != [drawn(i, 0.5, seed=1) for i in ids]
+    assert not any(drawn(i, 0.0, seed=0) for i in ids) and all(drawn(i, 1.0, seed=0) for i in ids)
     probe = WhisperASR.load(tiny)
     wide = save_random_whisper(tmp_path / "ts", seed=2, vocab_size=probe.no_timestamps_id + 1502)
     asr = WhisperASR.load(wide)
@@ -158,6 +161,28 @@ def test_a_seeded_share_of_targets_carries_timestamps(tiny, corpus, tmp_path):
     with pytest.raises(ValueError, match="no timestamp tokens"):  # a vocabulary without them says so
         training_items(utts, probe, lang="es", task="transcribe", long_labels="error", where="t",
                        timestamp_share=1.0)
+
+
+def test_a_seeded_share_of_targets_is_conditioned_on_the_prompt(tiny, corpus):
+    ids = [f"utt{i}" for i in range(2000)]
+    assert [drawn(i, 0.5, 0, "prompt") for i in ids] != [drawn(i, 0.5, 0) for i in ids]  # not the timestamps' draw
+    asr = WhisperASR.load(tiny)
+    utts = read_manifest(corpus["train"])
+
+    def sequences(**prompting):
+        return training_items(utts, asr, lang="es", task="transcribe", long_labels="error", where="t", **prompting)[1]
+
+    plain = sequences()
+    prompt = asr.prompt_tokens("hola, gracias")
+    assert sequences(prompt="hola, gracias", prompt_share=1.0) == [prompt + t for t in plain]
+    assert sequences(prompt="hola, gracias", prompt_share=0.0) == sequences(prompt="", prompt_share=1.0) == plain
+    half = sequences(prompt="hola, gracias", prompt_share=0.5)
+    assert half == [prompt + t if drawn(u.id, 0.5, 0, "prompt") else t for u, t in zip(utts, plain, strict=True)]
+    long_prompt = " ".join(["hola"] * 400)  # cut to its last 223 tokens
+    utts[0] = dataclasses.replace(utts[0], text=" ".join(["gracias"] * 40))  # a label that leaves it no room
+    long_label = sequences()[0]
+    assert len(long_label) + len(asr.prompt_tokens(long_prompt)) > asr.model.config.max_target_positions
+    assert sequences(prompt=long_prompt, prompt_share=1.0)[0] == long_label
 
 
 # ------------------------------------------------------------------ encoder cache
@@ -343,6 +368,16 @@ def test_spec_augment_on_cached_states_changes_training(tiny, corpus, tmp_path):
         assert result.cache_stage > 0
         curves[spec] = losses(result.history_path)
     assert curves[True] != curves[False]
+
+
+def test_prompted_targets_train_and_change_the_losses(tiny, corpus, tmp_path):
+    curves = {}
+    for share in (0.0, 1.0):
+        config = quick(strategy="top-k", top_k=1, max_steps=2, eval_every_steps=2, prompt="hola, gracias",
+                       prompt_share=share)
+        curves[share] = losses(train(tiny, corpus["train"], corpus["dev"], tmp_path / f"run-{share}", config,
+                                     NORM).history_path)
+    assert len(curves[1.0]) == 2 and all(math.isfinite(v) for v in curves[1.0]) and curves[1.0] != curves[0.0]
 
 
 def test_progress_lines_between_evaluations(tiny, corpus, tmp_path, caplog):
