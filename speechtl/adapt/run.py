@@ -167,8 +167,10 @@ class Run:
         recipe = self.recipe
         config = dataclasses.replace(recipe.train, lang=recipe.lang, seed=recipe.seed, route=self.route,
                                      cache_dir=str(encoder_cache_dir(recipe.train.cache_dir, self.run_dir)))
-        if self.route == "seq2seq" and config.prompt_share > 0 and not config.prompt.strip():  # on every process
-            config = dataclasses.replace(config, prompt=WhisperASR.load(self.model.hf_dir).term_prompt(self.terms)[0])
+        if self.route == "seq2seq" and config.prompt_share > 0 and not config.prompt.strip():
+            # the baseline built the term prompt on the main process; the other processes build it here
+            prompt = self.term_prompt or WhisperASR.load(self.model.hf_dir).term_prompt(self.terms)[0]
+            config = dataclasses.replace(config, prompt=prompt)
             self.notify(f"train: {config.prompt_share:.0%} of the targets conditioned on the term prompt "
                         f"({len(self.terms)} terms)")
         result = train(self.model.hf_dir, self.data.train_input, self.data.dev, self.run_dir / "checkpoints", config,

@@ -157,6 +157,13 @@ def test_eval_num_beams_decodes_every_system_with_beams(setup, capsys):
         assert json.loads((run / "eval" / system / "corpus-test" / "metrics.json").read_text())["num_utts"] > 0
 
 
+def test_prompted_training_takes_the_baselines_term_prompt(setup, capsys):
+    runs = setup["root"] / "runs-prompted"
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "train.prompt_share=1.0", "export.formats=[hf]",
+                 "--runs", str(runs)]) == 0
+    assert "100% of the targets conditioned on the term prompt (2 terms)" in capsys.readouterr().out
+
+
 def test_a_failed_parity_check_keeps_the_report_and_the_other_exports(setup, monkeypatch, capsys):
     import speechtl.export.parity as parity_module
 
