@@ -72,16 +72,18 @@ class FasterWhisper:
     def transcript(self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None,
                    temperature: float = 0.0, word_timestamps: bool = False, hotwords: str | None = None) -> Transcript:
         """One request: segments and (when asked) words, for 16 kHz mono ``audio``; ``hotwords`` goes to
-        faster-whisper's ``hotwords`` (prompted before every window)."""
+        faster-whisper's ``hotwords``: the prompt of every window in place of the previous window's text (the
+        prompt a model trained with ``train.prompt_share`` saw), after the request's ``prompt`` on the first."""
         language = language or self.language
         if language is not None and language not in self.languages:
             raise RequestError(f"Unsupported language: {language!r} (expected an ISO 639-1 code)", "language")
         temps = FALLBACK_TEMPERATURES if temperature == 0 else temperature
         duration = len(audio) / SAMPLE_RATE
+        hotwords = self.fit_hotwords(hotwords, prompt)
         segments, info = self.model.transcribe(
             self._audio(audio), language=language, task="transcribe", initial_prompt=prompt or None,
             temperature=temps, beam_size=self.beam_size, word_timestamps=word_timestamps, vad_filter=False,
-            hotwords=hotwords or None)
+            hotwords=hotwords, condition_on_previous_text=hotwords is None)
         segs, words = [], []
         for s in segments:  # a generator: decoding happens here
             if s.start >= duration:  # decoded from the padding, which is silence
@@ -95,3 +97,21 @@ class FasterWhisper:
         return Transcript(text="".join(s.text for s in segs).strip(), language=info.language,
                           duration_s=duration, segments=tuple(segs),
                           words=tuple(words) if word_timestamps else None)
+
+    def fit_hotwords(self, hotwords: str | None, prompt: str | None) -> str | None:
+        """``hotwords`` cut (whole words from the end) to what Whisper's previous-text prompt leaves after the
+        request's ``prompt``: faster-whisper puts both before the first window and caps neither against the
+        other, so together they can fill the 448-token context and the decoder fails (a 500 from speechtl serve on
+        long hotwords with a long prompt, or with the previous window's text). None when nothing fits."""
+        if not hotwords or not hotwords.strip():
+            return None
+        limit = self.model.max_length // 2 - 1  # 223: the prompt Whisper was trained with
+        room = limit - (len(self._tokens(prompt)) if prompt and prompt.strip() else 0)
+        words = hotwords.split()[:max(room, 0)]  # a word is at least one token
+        while words and len(self._tokens(" ".join(words))) > room:
+            words.pop()
+        return " ".join(words) or None
+
+    def _tokens(self, text: str) -> list[int]:
+        # faster-whisper encodes a prompt and hotwords with a leading space
+        return self.model.hf_tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids

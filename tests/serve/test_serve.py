@@ -392,3 +392,41 @@ def test_evaluation_decodes_with_the_clip_beam_width(tiny_whisper, tmp_path):
     backend.clip_beams = 2  # what a parity check sets from the run's eval.num_beams
     backend.transcribe([clip], "en")
     assert widths == [1, 2]
+
+
+def test_hotwords_leave_the_decoder_room_after_a_long_prompt(tiny_whisper, tmp_path):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("ctranslate2")
+    from speechtl.export.formats import export_ct2
+
+    backend = FasterWhisper(export_ct2(tiny_whisper, tmp_path / "ct2", "float32"), compute_type="float32",
+                            beam_size=1, language="en")
+    limit = backend.model.max_length // 2 - 1
+    terms = " ".join(f"term{i}" for i in range(400))  # far over Whisper's prompt on its own
+    per_word = len(backend._tokens("palabra"))  # the tokenizer of the random model is not Whisper's
+    prompt = " ".join(["palabra"] * (limit // per_word // 2))
+    fitted = backend.fit_hotwords(terms, prompt)
+    assert fitted and terms.startswith(fitted)
+    assert len(backend._tokens(fitted)) + len(backend._tokens(prompt)) <= limit  # as many as fit, no more
+    assert len(backend._tokens(terms[:len(fitted) + 8])) + len(backend._tokens(prompt)) > limit
+    assert backend.fit_hotwords("amoxicilina ibuprofeno", None) == "amoxicilina ibuprofeno"
+    assert backend.fit_hotwords("  ", None) is None
+    long_prompt = " ".join(["palabra"] * (limit // per_word + 2))  # fills Whisper's prompt alone
+    assert backend.fit_hotwords(terms, long_prompt) is None
+    real, calls = backend.model.transcribe, []
+
+    def spy(audio, **kwargs):
+        calls.append(kwargs)
+        return real(audio, **kwargs)
+
+    backend.model.transcribe = spy
+    clip = np.zeros(16000, np.float32)
+    for request_prompt, kept in ((prompt, fitted), (long_prompt, None)):
+        # unfitted, faster-whisper puts up to 222 hotword tokens and 223 prompt tokens before the first window:
+        # whisper-base then fails past position 448 (a 500 from speechtl serve); the random model stops earlier
+        assert isinstance(backend.transcript(clip, prompt=request_prompt, hotwords=terms).text, str)
+        assert calls[-1]["hotwords"] == kept and calls[-1]["condition_on_previous_text"] is (kept is None)
+    backend.transcript(clip, hotwords="amoxicilina")  # hotwords replace the previous window's text as prompt
+    assert calls[-1]["hotwords"] == "amoxicilina" and calls[-1]["condition_on_previous_text"] is False
+    backend.transcript(clip)
+    assert calls[-1]["hotwords"] is None and calls[-1]["condition_on_previous_text"] is True
