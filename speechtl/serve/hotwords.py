@@ -3,8 +3,9 @@
 Where the list comes from, first found wins: ``--terms FILE`` (one term a line), else the run a model
 was exported from, through the ``speechtl_run.json`` its export carries, when that run's dev data kept
 the term prompt (``prompting.kept``; its ``text`` is the prompt the run evaluated). faster-whisper gets
-it as ``hotwords`` (a prompt before every 30-s window, not only the first), the transformers runtime as
-the prompt of each window. A request's own ``prompt`` still goes in as the initial prompt; a request
+it as ``hotwords`` (the prompt of every 30-s window in place of the previous window's text, cut to what a
+request's own prompt leaves: :meth:`FasterWhisper.fit_hotwords`), the transformers runtime as the prompt
+of each window. A request's own ``prompt`` still goes in as the initial prompt; a request
 with the form field ``hotwords=false``, or a server started with ``--no-hotwords``, decodes without.
 """
 

@@ -408,7 +408,8 @@ def test_hotwords_leave_the_decoder_room_after_a_long_prompt(tiny_whisper, tmp_p
     fitted = backend.fit_hotwords(terms, prompt)
     assert fitted and terms.startswith(fitted)
     assert len(backend._tokens(fitted)) + len(backend._tokens(prompt)) <= limit  # as many as fit, no more
-    assert len(backend._tokens(terms[:len(fitted) + 8])) + len(backend._tokens(prompt)) > limit
+    one_more = " ".join(terms.split()[:len(fitted.split()) + 1])
+    assert len(backend._tokens(one_more)) + len(backend._tokens(prompt)) > limit
     assert backend.fit_hotwords("amoxicilina ibuprofeno", None) == "amoxicilina ibuprofeno"
     assert backend.fit_hotwords("  ", None) is None
     long_prompt = " ".join(["palabra"] * (limit // per_word + 2))  # fills Whisper's prompt alone
