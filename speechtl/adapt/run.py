@@ -140,7 +140,7 @@ class Run:
         self.evaluations["baseline"] = self._evaluate_all(baseline, "baseline", self.data.sets, self.recipe.model,
                                                           replays=replays)
         self._evaluate_longform(base_asr, "baseline", self.recipe.model)
-        self._language_id(base_asr, "baseline")
+        self._language_id(baseline, "baseline")
         if self.recipe.eval.prompt_with_terms and self.terms:
             # zero-shot row: what Whisper's text prompt alone buys. The term list is domain specific, so only the
             # domain sets are decoded again (the report copes with a system that lacks the other sets).
@@ -202,7 +202,7 @@ class Run:
                 self.prompting = self._choose_prompt(adapted, interpolation)
             self.evaluations["adapted"] = self._evaluate_all(adapted, "adapted", self.data.sets, str(adapted_dir))
             self._evaluate_longform(adapted_asr, "adapted", str(adapted_dir))
-            self._language_id(adapted_asr, "adapted")
+            self._language_id(adapted, "adapted")
             if self.prompting and self.prompting["kept"]:
                 self.evaluations["adapted+prompt"] = self._evaluate_all(
                     adapted, "adapted+prompt", self.data.sets, str(adapted_dir), prompt=self.term_prompt)
@@ -270,14 +270,16 @@ class Run:
                                         batch_size=train_config.cache_batch_size,
                                         num_beams=asr.num_beams)
 
-    def _decode_cache(self, transcriber: Any, asr: Any) -> Any:
+    def _decode_cache(self, transcriber: Any, asr: Any, **settings: Any) -> Any:
         """``transcriber`` behind the machine-wide store of this model's transcripts (the base weights: the
-        baseline and the interpolation's alpha 0)."""
+        baseline, its long-form recordings and the interpolation's alpha 0); ``settings`` are the decoding
+        settings ``transcriber`` does not carry itself."""
         if not self.recipe.eval.decode_cache:
             return transcriber
         settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None)
                     and NO_SPEECH_RULE,
-                    **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")}}
+                    **{k: getattr(transcriber, k, None) for k in ("stage", "precision", "num_beams", "max_new_tokens")},
+                    **settings}
         if settings["num_beams"] > 1:  # beams fall back to greedy decoding on a looping transcript
             settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT
         return DecodeCache(transcriber, weights_key(asr.model), settings)
@@ -311,15 +313,20 @@ class Run:
             recordings = join_utterances(read_manifest(self.data.sets[ref]), manifest.parent / "audio",
                                          seed=self.recipe.seed)
             write_jsonl(manifest, recordings)
-        m = evaluate_manifest(LongForm(asr), manifest, eval_dir(self.run_dir, system, f"{ref}+longform"),
+        longform = LongForm(asr)
+        if system == "baseline":  # the base weights on the same recordings (join_audio keeps their bytes): stored
+            longform = self._decode_cache(longform, asr, num_beams=asr.num_beams, window_s=longform.window_s)
+        m = evaluate_manifest(longform, manifest, eval_dir(self.run_dir, system, f"{ref}+longform"),
                               lang=self.recipe.lang, normalizer=self.normalizer, batch_size=self.recipe.eval.batch_size,
                               model_name=f"{model_name}, long-form")
         clip = self.evaluations[system][ref]["wer"]
         self.longform[system] = {"set": ref, "manifest": str(manifest), "recordings": m["num_utts"],
                                  "minutes": round(m["audio_duration_s"] / 60, 1), "wer": m["wer"],
                                  "wer_ci95": m["wer_ci95"], "clip_wer": clip}
+        stored = f"; {longform.hits} of {m['num_utts']} read back from the decode cache" \
+            if isinstance(longform, DecodeCache) else ""
         self.notify(f"eval {system:<16} {ref + ' long-form':<20} WER {m['wer']:.1%} over {m['num_utts']} recordings "
-                    f"({m['audio_duration_s'] / 60:.1f} min; clip by clip {clip:.1%})")
+                    f"({m['audio_duration_s'] / 60:.1f} min; clip by clip {clip:.1%}{stored})")
 
     def _check_timestamps(self, ct2: dict[str, Any] | None) -> dict[str, Any] | None:
         """Segment timestamps through faster-whisper on the first long-form recordings: the ct2 export and,
@@ -387,10 +394,11 @@ class Run:
         self.evaluations["adapted+lm"] = self._evaluate_all(target, "adapted+lm", sets, model_name)
         return decoding
 
-    def _language_id(self, asr: Any, system: str) -> None:
-        """The run's language detected, not forced, on the primary and forgetting sets' first clips."""
+    def _language_id(self, detector: Any, system: str) -> None:
+        """The run's language detected, not forced, on the primary and forgetting sets' first clips (``detector``:
+        the system's transcriber, whose encoder outputs evaluation may already hold)."""
         refs = [ref for ref in (self.recipe.eval.primary, self.recipe.eval.forgetting) if ref]
-        self.langid[system] = found = language_id(asr, {ref: self.data.sets[ref] for ref in refs}, self.recipe.lang)
+        self.langid[system] = found = language_id(detector, {ref: self.data.sets[ref] for ref in refs}, self.recipe.lang)
         if found:
             self.notify(f"language id {system:<11} " + ", ".join(
                 f"{ref} {m['correct']}/{m['clips']} {self.recipe.lang}" for ref, m in found.items()))

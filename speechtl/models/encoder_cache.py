@@ -409,7 +409,8 @@ class CachedEncoderTranscriber:
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self._cache, self._compute = whisper_encoder_cache(asr, stage, self.root, precision=precision)
-        self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # see _encoded
+        self._memo_bytes = 0
 
     def prepare(self, utts: Sequence[Utterance], progress: Callable[[int, int], None] | None = None) -> CacheStats:
         """Build the rows missing for ``utts`` (call once with every set, before evaluating)."""
@@ -431,27 +432,44 @@ class CachedEncoderTranscriber:
                 out[i] = text
         return out
 
+    def detect_utterances(self, utts: Sequence[Utterance], batch_size: int = 8) -> list[str]:
+        """The language Whisper detects in each of ``utts`` (not forced), from the encoder outputs decoding uses."""
+        out = [""] * len(utts)
+        for group in window_groups([u.duration for u in utts], getattr(self.asr, "window_step_s", None), batch_size):
+            found = self.asr.detect_languages_encoded(self._encoded([utts[i] for i in group]))
+            for i, lang in zip(group, found, strict=True):
+                out[i] = lang
+        return out
+
     def _encoded(self, utts: Sequence[Utterance]) -> Any:
         """The final encoder outputs of ``utts``: the cached prefix rows through the stages above it.
 
-        A run decodes the same batches with the same weights more than once (without and with a prompt), so
-        the outputs of the stages above the prefix are kept in memory (up to MEMO_BYTES, the least recently
-        used dropped first) under the batch's utterance keys and the encoder weights' identity and in-place
-        version: a weight changed in place (an optimizer step, ``load_state_dict``) is a miss."""
+        A run reads the same utterances with the same weights more than once (decoding without and with a
+        prompt, language detection), so each utterance's output of the stages above the prefix is kept in
+        memory (up to MEMO_BYTES, the least recently used dropped first) under its utterance key, its window's
+        positions and the encoder weights' identity and in-place version: a weight changed in place (an
+        optimizer step, ``load_state_dict``, the interpolation's next alpha) is a miss."""
         import torch
 
         encoder = self.asr.model.model.encoder
-        key = (tuple((id(p), p._version) for p in encoder.parameters()), tuple(utterance_key(u) for u in utts))
-        if key in self._memo:
-            self._memo.move_to_end(key)
-            return self._memo[key]
-        rows, _ = self._cache.ensure(utts, self._compute, batch_size=self.batch_size)
+        weights = tuple((id(p), p._version) for p in encoder.parameters())
         step = getattr(self.asr, "window_step_s", None)  # one window for the batch: its rows' first positions
         positions = max(window_positions(u.duration, step, self._cache.row_shape[0]) for u in utts)
-        hidden = torch.from_numpy(rows.rows(list(range(len(utts))))[:, :positions]).to(torch.float32)
-        if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
-            hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
-        self._memo[key] = hidden
-        while sum(h.numel() * h.element_size() for h in self._memo.values()) > MEMO_BYTES and len(self._memo) > 1:
-            self._memo.popitem(last=False)
-        return hidden
+        keys = [(weights, utterance_key(u), positions) for u in utts]
+        missing = [i for i, key in enumerate(keys) if key not in self._memo]
+        if missing:
+            part = [utts[i] for i in missing]
+            rows, _ = self._cache.ensure(part, self._compute, batch_size=self.batch_size)
+            hidden = torch.from_numpy(rows.rows(list(range(len(part))))[:, :positions]).to(torch.float32)
+            if self.stage < num_encoder_stages(self.asr.model):  # the stages above the frozen prefix
+                hidden = _encode(self.asr, hidden, self.stage, None, self.precision)
+            for i, row in zip(missing, hidden, strict=True):
+                self._memo[keys[i]] = row.clone()  # a view would keep its whole batch alive
+                self._memo_bytes += row.numel() * row.element_size()
+        for key in keys:
+            self._memo.move_to_end(key)
+        out = torch.stack([self._memo[key] for key in keys])
+        while self._memo_bytes > MEMO_BYTES and len(self._memo) > len(keys):
+            _, row = self._memo.popitem(last=False)
+            self._memo_bytes -= row.numel() * row.element_size()
+        return out

@@ -185,12 +185,24 @@ class WhisperASR:
         decoder step a clip)."""
         torch, _ = _deps()
         found: list[str] = []
-        with torch.no_grad():
-            for lo in range(0, len(audios), batch_size):
-                feats = self.features(audios[lo:lo + batch_size]).to(self.device)
-                ids = self.model.detect_language(input_features=feats, generation_config=self.generation_config)
-                found += [str(t)[2:-2] for t in self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())]
+        for lo in range(0, len(audios), batch_size):
+            with torch.no_grad():
+                hidden = self.encode(self.features(audios[lo:lo + batch_size]))
+            found += self.detect_languages_encoded(hidden)
         return found
+
+    def detect_languages_encoded(self, encoder_hidden_states: Any) -> list[str]:
+        """Like :meth:`detect_languages`, from final encoder outputs (batch, positions, d_model): one decoder step."""
+        torch, _ = _deps()
+        from transformers.modeling_outputs import BaseModelOutput
+
+        hidden = torch.as_tensor(encoder_hidden_states).to(self.device)
+        if not torch.is_autocast_enabled(self.device.type):
+            hidden = hidden.to(self.model.dtype)
+        with torch.no_grad():
+            ids = self.model.detect_language(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                                             generation_config=self.generation_config)
+        return [str(t)[2:-2] for t in self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())]
 
     def prefix_tokens(self, lang: str, task: str = "transcribe", timestamps: bool = False) -> list[int]:
         """``<|startoftranscript|><|lang|><|task|>`` plus ``<|notimestamps|>`` unless ``timestamps``."""

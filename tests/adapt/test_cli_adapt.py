@@ -115,6 +115,7 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert report["exports"]["ct2"]["parity"]["unpadded_wer"] >= 0 and "called as-is on unpadded audio" in md
     out = capsys.readouterr().out
     assert "eval baseline" in out and "export ct2" in out
+    assert "0 of" in re.search(r"eval baseline .* long-form .*", out)[0]  # a first run decodes them
 
     # a second run reuses the prepared data (taking a seeded sample of its train split) and the encoder cache,
     # and trains afresh (no --resume)
@@ -125,6 +126,8 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert "data corpus: reusing" in out and "0 computed" in out and "removing the earlier run" in out
     hits = re.search(r"decode cache: (\d+) of (\d+) baseline transcripts read back, 0 decoded", out)
     assert hits and hits[1] == hits[2] != "0"  # the unadapted model's transcripts are read back, not decoded
+    recordings = len(read_manifest(lf["baseline"]["manifest"]))  # ... its long-form ones too
+    assert f"over {recordings} recordings" in out and f"{recordings} of {recordings} read back from the decode" in out
     report = json.loads((run / "report.json").read_text())
     assert report["train"]["steps"] == 2
     # the term list as the adapted model's prompt: decoded on the dev sets only, the decodes without it are the

@@ -9,7 +9,7 @@ import soundfile as sf
 
 pytest.importorskip("torch")
 
-from speechtl.data.manifest import Utterance, write_jsonl  # noqa: E402
+from speechtl.data.manifest import Utterance, read_manifest, write_jsonl  # noqa: E402
 from speechtl.evaluate.langid import language_id  # noqa: E402
 from speechtl.models.whisper import WhisperASR  # noqa: E402
 from speechtl.models.random_whisper import save_random_whisper  # noqa: E402
@@ -65,3 +65,20 @@ def test_a_model_without_language_tokens_has_nothing_to_detect(tmp_path):
     assert language_id(asr, {"s": manifest}, "es")["s"]["clips"] == 1
     asr.generation_config.lang_to_id = {}  # as in an English-only checkpoint (whisper-base.en)
     assert language_id(asr, {"s": manifest}, "es") == {}
+
+
+def test_detection_from_the_evaluations_encoder_outputs_matches_detection_from_audio(multilingual, tmp_path,
+                                                                                     monkeypatch):
+    import speechtl.models.encoder_cache as encoder_cache
+
+    asr = WhisperASR.load(multilingual)
+    manifest = _manifest(tmp_path, 5)
+    cached = encoder_cache.CachedEncoderTranscriber(asr, tmp_path / "cache", precision="no", stage=2)
+    from_audio = language_id(asr, {"s": manifest}, "es")
+    assert language_id(cached, {"s": manifest}, "es") == from_audio
+    calls = []
+    encode = encoder_cache._encode
+    monkeypatch.setattr(encoder_cache, "_encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    assert language_id(cached, {"s": manifest}, "es") == from_audio and calls == []  # read back, not encoded
+    cached.transcribe_utterances(read_manifest(manifest), "es", batch_size=5)
+    assert calls == []  # decoding reads the same outputs

@@ -568,7 +568,7 @@ def test_cached_prefix_transcriber_matches_plain_decoding(talkative, tmp_path, s
         CachedEncoderTranscriber(talkative, tmp_path / "cache", precision="no", stage=0)
 
 
-def test_cached_prefix_transcriber_encodes_a_batch_once_per_weights(talkative, tmp_path, monkeypatch):
+def test_cached_prefix_transcriber_encodes_a_clip_once_per_weights(talkative, tmp_path, monkeypatch):
     import copy
 
     import soundfile as sf
@@ -588,12 +588,17 @@ def test_cached_prefix_transcriber_encodes_a_batch_once_per_weights(talkative, t
     monkeypatch.setattr(encoder_cache, "_encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
     plain = cached.transcribe_utterances(utts, "es")
     prompted = cached.transcribe_utterances(utts, "es", prompt="consulta")
-    assert len(calls) == 1 and cached.transcribe_utterances(utts[:1], "es") and len(calls) == 2  # another batch
+    assert len(calls) == 1 and cached.transcribe_utterances(utts[:1], "es") and len(calls) == 1  # kept per clip
     assert prompted == talkative.transcribe([tone(300), tone(700, 0.6)], "es", prompt="consulta")
     with torch.no_grad():
         asr.model.model.encoder.layers[-1].fc2.bias.add_(5.0)  # weights changed in place: encoded afresh
     changed = cached.transcribe_utterances(utts, "es")
-    assert len(calls) == 3
+    assert len(calls) == 2
+    monkeypatch.setattr(encoder_cache, "MEMO_BYTES", 1)  # over the limit: only the batch at hand is kept
+    cached.transcribe_utterances(utts[:1], "es")
+    assert len(cached._memo) == 1 and cached._memo_bytes == next(iter(cached._memo.values())).nbytes
+    cached.transcribe_utterances(utts[1:], "es")
+    assert len(calls) == 3 and cached.transcribe_utterances(utts[:1], "es") and len(calls) == 4  # dropped: again
     assert changed == asr.transcribe([tone(300), tone(700, 0.6)], "es") and plain == talkative.transcribe(
         [tone(300), tone(700, 0.6)], "es")
 
