@@ -35,13 +35,15 @@ def _export_one(recipe: RecipeConfig, fmt: str, model_dir: Path, out: Path, mani
         check = export(model_dir, fmt, out=out, lang=recipe.lang, manifest=manifest, payload=payload,
                        quantization=settings.ct2_quantization if fmt == "ct2" else None,
                        compute_type=settings.ct2_compute_type, margin_points=settings.parity_margin_points,
-                       hf_check_utts=settings.hf_check_utts, check_unpadded=settings.check_unpadded)
+                       hf_check_utts=settings.hf_check_utts, check_unpadded=settings.check_unpadded,
+                       decode_cache=recipe.eval.decode_cache)
     except ExportParityError as exc:  # the other formats and the report still get written
         check = exc.result
         entry["error"] = str(exc)
     entry["parity"] = check
     notify(f"export {fmt}: {out}; parity WER {check['export_wer']:.1%} vs PyTorch {check['torch_wer']:.1%} "
            f"({check['diff_points']:+.2f} points, margin {check['margin_points']}"
-           f"{'' if check['passed'] else ': FAILED'}), RTF {check['export_rtf'] or 0:.3f}"
+           f"{'' if check['passed'] else ': FAILED'}), "
+           + (f"RTF {check['export_rtf']:.3f}" if check["export_rtf"] is not None else "read back from the decode cache")
            + (f"; unpadded audio {check['unpadded_wer']:.1%}" if check.get("unpadded_wer") is not None else ""))
     return entry

@@ -148,9 +148,7 @@ class Run:
             self.evaluations["baseline+prompt"] = self._evaluate_all(
                 baseline, "baseline+prompt", {ref: self.data.sets[ref] for ref in refs}, self.recipe.model,
                 prompt=self.term_prompt)
-        if isinstance(baseline, DecodeCache):
-            self.notify(f"decode cache: {baseline.hits} of {baseline.hits + baseline.misses} baseline transcripts "
-                        f"read back, {baseline.misses} decoded -> {baseline.path}")
+        self._stored("baseline", [baseline])
         self._timed("baseline_eval_s", t)
 
     def _cache_encoder(self, baseline: CachedEncoderTranscriber) -> None:
@@ -197,7 +195,7 @@ class Run:
             decoding = self._evaluate_ctc(result)
         else:
             adapted_asr = WhisperASR.load(adapted_dir)
-            adapted = self._transcriber(adapted_asr)
+            adapted = self._decode_cache(self._transcriber(adapted_asr), adapted_asr)
             if self.recipe.eval.term_prompt == "dev" and self.terms:
                 self.prompting = self._choose_prompt(adapted, interpolation)
             self.evaluations["adapted"] = self._evaluate_all(adapted, "adapted", self.data.sets, str(adapted_dir))
@@ -206,6 +204,7 @@ class Run:
             if self.prompting and self.prompting["kept"]:
                 self.evaluations["adapted+prompt"] = self._evaluate_all(
                     adapted, "adapted+prompt", self.data.sets, str(adapted_dir), prompt=self.term_prompt)
+            self._stored("adapted", [adapted])
         self._timed("adapted_eval_s", t)
         return adapted_dir, interpolation, decoding
 
@@ -271,9 +270,10 @@ class Run:
                                         num_beams=asr.num_beams)
 
     def _decode_cache(self, transcriber: Any, asr: Any, **settings: Any) -> Any:
-        """``transcriber`` behind the machine-wide store of this model's transcripts (the base weights: the
-        baseline, its long-form recordings and the interpolation's alpha 0); ``settings`` are the decoding
-        settings ``transcriber`` does not carry itself."""
+        """``transcriber`` behind the machine-wide store of the transcripts of ``asr``'s weights as they are now
+        (every Whisper system: a re-run whose training gives the same weights, as fp32 training does, or that
+        resumes a finished training, reads its decodes back); ``settings``: the decoding settings
+        ``transcriber`` does not carry itself."""
         if not self.recipe.eval.decode_cache:
             return transcriber
         settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None)
@@ -283,6 +283,14 @@ class Run:
         if settings["num_beams"] > 1:  # beams fall back to greedy decoding on a looping transcript
             settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT
         return DecodeCache(transcriber, weights_key(asr.model), settings)
+
+    def _stored(self, what: str, stores: Any) -> None:
+        """How many decodes (transcripts, detected languages) of ``what`` the stores among ``stores`` read back."""
+        stores = [s for s in stores if isinstance(s, DecodeCache)]
+        if stores:
+            hits, misses = sum(s.hits for s in stores), sum(s.misses for s in stores)
+            self.notify(f"decode cache: {hits} of {hits + misses} {what} decodes read back, {misses} decoded -> "
+                        + ", ".join(sorted({str(s.path.parent) for s in stores})))
 
     def _evaluate_all(self, asr: Any, system: str, sets: dict[str, Path], model_name: str, *,
                       prompt: str | None = None, replays: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -313,9 +321,8 @@ class Run:
             recordings = join_utterances(read_manifest(self.data.sets[ref]), manifest.parent / "audio",
                                          seed=self.recipe.seed)
             write_jsonl(manifest, recordings)
-        longform = LongForm(asr)
-        if system == "baseline":  # the base weights on the same recordings (join_audio keeps their bytes): stored
-            longform = self._decode_cache(longform, asr, num_beams=asr.num_beams, window_s=longform.window_s)
+        longform = LongForm(asr)  # the same recordings every run (join_audio keeps their bytes): stored
+        longform = self._decode_cache(longform, asr, num_beams=asr.num_beams, window_s=longform.window_s)
         m = evaluate_manifest(longform, manifest, eval_dir(self.run_dir, system, f"{ref}+longform"),
                               lang=self.recipe.lang, normalizer=self.normalizer, batch_size=self.recipe.eval.batch_size,
                               model_name=f"{model_name}, long-form")
@@ -412,12 +419,15 @@ class Run:
         recipe, dev_sets = self.recipe, self._dev_sets()
         interpolator = Interpolator(self.model.hf_dir, result.best_dir)
         target = self._transcriber(interpolator.asr)  # the frozen prefix is the same at every alpha
+        stores: dict[float, Any] = {}  # alpha -> the decode store of its weights
+
+        def at(alpha: float) -> Any:
+            interpolator.at(alpha)
+            return stores.setdefault(alpha, self._decode_cache(target, interpolator.asr))
 
         def dev_score(alpha: float, ref: str, manifest: Path) -> DevScore:
-            interpolator.at(alpha)
             out_dir = self.run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
-            decoder = self._decode_cache(target, interpolator.asr) if alpha == 0 else target
-            return self._dev_score(decoder, ref, manifest, out_dir, f"alpha {alpha}")
+            return self._dev_score(at(alpha), ref, manifest, out_dir, f"alpha {alpha}")
 
         choice = select_alpha(recipe.interpolate.alphas, dev_sets, dev_score, search=recipe.interpolate.search)
         alpha = choice["alpha"]
@@ -427,9 +437,9 @@ class Run:
         choice["model_dir"] = str(interpolator.save(alpha, self.run_dir / "checkpoints" / "interpolated"))
         atomic_write_text(self.run_dir / "interpolate" / "choice.json", json.dumps(choice, indent=2) + "\n")
         if alpha < 1:
-            interpolator.at(1.0)
             tradeoff = {ref: self.data.sets[ref] for ref in (recipe.eval.primary, recipe.eval.forgetting) if ref}
-            self.evaluations["fine-tuned"] = self._evaluate_all(target, "fine-tuned", tradeoff, str(result.best_dir))
+            self.evaluations["fine-tuned"] = self._evaluate_all(at(1.0), "fine-tuned", tradeoff, str(result.best_dir))
+        self._stored("interpolation and fine-tuned", stores.values())
         return choice
 
     def _dev_sets(self) -> dict[str, Path]:

@@ -2,12 +2,16 @@
 
 The unadapted model is decoded again by every run on clips it has already
 heard: a re-run, the ``es`` and ``es-medical`` recipes on the same Asterisk
-and Colombian prompts, the interpolation's alpha 0 (the base weights). A
-:class:`DecodeCache` wraps a transcriber and answers each utterance whose key
-it holds without decoding; the rest are decoded in one call and stored.
+and Colombian prompts, the interpolation's alpha 0 (the base weights); a
+re-run whose training gives the same weights decodes every other system again
+too. A :class:`DecodeCache` wraps a transcriber and answers each utterance
+whose key it holds without decoding; the rest are decoded in one call and
+stored. It stores the language a Whisper model detects the same way
+(:meth:`DecodeCache.detect_utterances`).
 
 The key of an utterance hashes the model key (every weight tensor, see
-:func:`weights_key`), the caller's decoding settings (transcriber kind,
+:func:`weights_key`; the files of an exported model, see :func:`folder_key`),
+the caller's decoding settings (transcriber kind,
 encoder-cache stage and precision, beams), the language, the prompt, the
 batch size and the sha256 of the audio file's bytes, so a change to any of
 them is a miss. A hypothesis is the one the same model and settings gave
@@ -27,7 +31,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,16 @@ _audio_digests: dict[tuple[str, int, int], str] = {}
 def weights_key(model: Any, settings: dict[str, Any] | None = None) -> str:
     """Hash of every parameter and buffer of a torch module, plus JSON-able ``settings``."""
     return model_key(sorted(model.state_dict().items()), {"decode_cache": FORMAT, **(settings or {})})
+
+
+def folder_key(folder: Path | str, settings: dict[str, Any] | None = None) -> str:
+    """Hash of the names and bytes of every file directly in ``folder`` (an exported model), plus ``settings``."""
+    folder = Path(folder)
+    files = sorted((p.name, file_sha256(p)) for p in folder.iterdir() if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"decode cache: {folder} holds no files to key a model by")
+    raw = json.dumps([FORMAT, files, settings or {}], sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
 def audio_digest(utt: Utterance) -> str:
@@ -113,9 +127,11 @@ class DecodeCache:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def _key(self, utt: Utterance, lang: str, prompt: str | None, batch_size: int) -> str:
-        raw = json.dumps([self.settings, lang, prompt, batch_size, audio_digest(utt)])
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+    def _key(self, utt: Utterance, lang: str | None, prompt: str | None, batch_size: int, task: str) -> str:
+        raw = [self.settings, lang, prompt, batch_size, audio_digest(utt)]
+        if task != "transcribe":  # transcripts keep the keys they had before other tasks were stored
+            raw.append(task)
+        return hashlib.sha256(json.dumps(raw).encode("utf-8")).hexdigest()[:32]
 
     def _loaded(self) -> dict[str, str]:
         if self._store is None:
@@ -127,15 +143,34 @@ class DecodeCache:
 
     def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
                               batch_size: int = 8) -> list[str]:
+        return self._stored(utts, self._key_of(lang, prompt, batch_size, "transcribe"),
+                            lambda batch: self._decode(batch, lang, prompt, batch_size))
+
+    def detect_utterances(self, utts: Sequence[Utterance], batch_size: int = 8) -> list[str]:
+        """The language the wrapped Whisper transcriber detects in each of ``utts`` (``detect_utterances``, else
+        ``detect_languages`` on their audio), stored beside its transcripts."""
+        def detect(batch: list[Utterance]) -> list[str]:
+            by_utts = getattr(self.inner, "detect_utterances", None)
+            if by_utts is not None:
+                return list(by_utts(batch, batch_size))
+            return list(self.inner.detect_languages([audio.load(u.audio_filepath) for u in batch], batch_size))
+
+        return self._stored(utts, self._key_of(None, None, batch_size, "language-id"), detect)
+
+    def _key_of(self, lang: str | None, prompt: str | None, batch_size: int, task: str) -> Callable[[Utterance], str]:
+        return lambda utt: self._key(utt, lang, prompt, batch_size, task)
+
+    def _stored(self, utts: Sequence[Utterance], key: Callable[[Utterance], str],
+                compute: Callable[[list[Utterance]], list[str]]) -> list[str]:
+        """Each utterance's stored answer, ``compute`` called once on those without one (and stored)."""
         store = self._loaded()
-        keys = [self._key(u, lang, prompt, batch_size) for u in utts]
+        keys = [key(u) for u in utts]
         todo = [i for i, k in enumerate(keys) if k not in store]
         self.hits += len(utts) - len(todo)
         self.misses += len(todo)
         if todo:
-            batch = [utts[i] for i in todo]
-            hyps = self._decode(batch, lang, prompt, batch_size)
-            self._append((keys[i], h) for i, h in zip(todo, hyps))
+            answers = compute([utts[i] for i in todo])
+            self._append((keys[i], a) for i, a in zip(todo, answers, strict=True))
         return [store[k] for k in keys]
 
     def _decode(self, utts: list[Utterance], lang: str, prompt: str | None, batch_size: int) -> list[str]:

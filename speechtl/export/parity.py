@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from speechtl import faults
 from speechtl.data.manifest import read_manifest
+from speechtl.evaluate.cached_decodes import DecodeCache, folder_key
 from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.export.card import write_card
 from speechtl.export.formats import export_ct2, export_hf, export_onnx
@@ -78,15 +80,41 @@ def _with_beams(runtime: Any, num_beams: int) -> Any:
     return runtime
 
 
+def _runtime_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in ("faster-whisper", "ctranslate2", "transformers", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _stored(runtime: Any, model_dir: Path, enabled: bool, **settings: Any) -> Any:
+    """``runtime`` behind the decode store of ``model_dir``'s exact files (:func:`folder_key`) and the runtime's
+    settings and package versions: the same export checked again (a re-run) reads its transcripts back."""
+    if not enabled:
+        return runtime
+    settings.update(runtime=type(runtime).__name__, pad=getattr(runtime, "pad", None), versions=_runtime_versions())
+    return DecodeCache(runtime, folder_key(model_dir), settings)
+
+
+def _rtf(metrics: dict[str, Any], decoder: Any) -> float | None:
+    """The real-time factor of an evaluation, None where the decode store answered (no decoding was timed)."""
+    return None if getattr(decoder, "hits", 0) else metrics.get("rtf")
+
+
 def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang: str, compute_type: str | None,
            reference: dict[str, Any] | None, margin_points: float, hf_check_utts: int | None = None,
-           check_unpadded: bool = True, num_beams: int = 1) -> dict[str, Any]:
+           check_unpadded: bool = True, num_beams: int = 1, decode_cache: bool = True) -> dict[str, Any]:
     """Score the export on ``manifest`` against ``reference`` (metrics of the PyTorch model, or None: decode),
     decoding with beams of ``num_beams`` as the reference did.
 
     An ``hf`` export is a copy of the weights: with ``hf_check_utts``, the check is that every weight file is
     byte-identical, plus a decode of the first ``hf_check_utts`` utterances of the export loaded afresh
-    (``from_pretrained``) against the PyTorch model on the same utterances.
+    (``from_pretrained``) against the PyTorch model on the same utterances. With ``decode_cache`` the
+    transcripts of a model folder whose files are byte for byte those of an earlier check are read back
+    (:func:`speechtl.evaluate.cached_decodes.folder_key`); the real-time factors are then None.
     """
 
     utts: Path | list = manifest
@@ -97,11 +125,16 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     workers = min(4, os.cpu_count() or 1)  # clips decoded side by side: 1.4x on 2 cores against one 2-thread worker
     runtime = load_runtime(export_dir, lang=lang, compute_type=compute_type or "int8", num_workers=workers,
                            cpu_threads=max(1, (os.cpu_count() or 1) // workers))
-    exported = evaluate_manifest(_with_beams(runtime, num_beams), utts, export_dir / "parity", lang=lang,
-                                 model_name=f"{fmt} export")
+    decoder = _stored(_with_beams(runtime, num_beams), export_dir, decode_cache, compute_type=compute_type,
+                      num_beams=num_beams)
+    exported = evaluate_manifest(decoder, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
+    exported["rtf"] = _rtf(exported, decoder)
     if reference is None:
-        reference = evaluate_manifest(_with_beams(Transformers.load(model_dir, language=lang), num_beams), utts,
-                                      export_dir / "parity" / "torch", lang=lang, model_name=str(model_dir))
+        torch_decoder = _stored(_with_beams(Transformers.load(model_dir, language=lang), num_beams), model_dir,
+                                decode_cache, num_beams=num_beams)
+        reference = evaluate_manifest(torch_decoder, utts, export_dir / "parity" / "torch", lang=lang,
+                                      model_name=str(model_dir))
+        reference["rtf"] = _rtf(reference, torch_decoder)
     diff = 100 * (exported["wer"] - reference["wer"])
     result = {"format": fmt, "compute_type": compute_type, "manifest": str(manifest), "num_utts": exported["num_utts"],
               "torch_wer": reference["wer"], "export_wer": exported["wer"], "diff_points": round(diff, 3),
@@ -111,7 +144,9 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
               "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
     if fmt == "ct2" and check_unpadded:  # also as a caller of faster-whisper gets it unpadded (Pipecat's service)
         runtime.pad = False
-        as_is = evaluate_manifest(runtime, manifest, export_dir / "parity" / "unpadded", lang=lang,
+        as_is = evaluate_manifest(_stored(runtime, export_dir, decode_cache, compute_type=compute_type,
+                                          num_beams=num_beams),
+                                  manifest, export_dir / "parity" / "unpadded", lang=lang,
                                   model_name=f"{fmt} export, unpadded")
         result["unpadded_wer"] = as_is["wer"]
         result["unpadded_diff_points"] = round(100 * (as_is["wer"] - reference["wer"]), 3)
@@ -145,7 +180,7 @@ def write_format(model_dir: Path, out: Path, fmt: str, *, lang: str, quantizatio
 def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quantization: str | None = None,
            compute_type: str | None = None, manifest: Path | str | None = None, lang: str | None = None,
            margin_points: float = DEFAULT_MARGIN_POINTS, payload: dict[str, Any] | None = None,
-           hf_check_utts: int | None = None, check_unpadded: bool = True) -> dict[str, Any]:
+           hf_check_utts: int | None = None, check_unpadded: bool = True, decode_cache: bool = True) -> dict[str, Any]:
     """Export a run (``runs/<name>``: its best checkpoint to ``runs/<name>/export/<fmt>``) or a model directory
     (``out`` required); check parity on the run's primary test manifest (or ``manifest``) and write the card.
 
@@ -179,6 +214,6 @@ def export(source: Path | str, fmt: str, *, out: Path | str | None = None, quant
         result = parity(model_dir, out, fmt, Path(manifest), lang=lang,
                         compute_type=(compute_type or "int8") if fmt == "ct2" else None, reference=reference,
                         margin_points=margin_points, hf_check_utts=hf_check_utts, check_unpadded=check_unpadded,
-                        num_beams=num_beams)
+                        num_beams=num_beams, decode_cache=decode_cache)
     write_card(out, fmt, payload=payload, parity=result, quantization=quantization, lang=lang)
     return result

@@ -124,7 +124,7 @@ def test_adapt_writes_the_whole_run(setup, capsys):
                  "eval.term_prompt=dev", "--runs", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "data corpus: reusing" in out and "0 computed" in out and "removing the earlier run" in out
-    hits = re.search(r"decode cache: (\d+) of (\d+) baseline transcripts read back, 0 decoded", out)
+    hits = re.search(r"decode cache: (\d+) of (\d+) baseline decodes read back, 0 decoded", out)
     assert hits and hits[1] == hits[2] != "0"  # the unadapted model's transcripts are read back, not decoded
     recordings = len(read_manifest(lf["baseline"]["manifest"]))  # ... its long-form ones too
     assert f"over {recordings} recordings" in out and f"{recordings} of {recordings} read back from the decode" in out
@@ -146,6 +146,21 @@ def test_adapt_writes_the_whole_run(setup, capsys):
     assert json.loads((run / "export/ct2/speechtl_run.json").read_text())["prompting"]["kept"] == prompting["kept"]
     sample = [u for u in read_manifest(run / "data/train.jsonl") if not u.extra.get("nonspeech")]
     assert len(sample) == 5 and {u.id for u in sample} <= {u.id for u in read_manifest(run / "data/corpus/train.jsonl")}
+
+    # the same run again, resumed: its training has nothing left to do and gives the same weights, so every
+    # system's transcripts are read back from the decode store and every figure is the earlier run's
+    assert main(["adapt", str(setup["recipe"]), "train.max_steps=2", "data.sources.corpus.max_train_utterances=5",
+                 "eval.term_prompt=dev", "--runs", str(runs), "--resume"]) == 0
+    out = capsys.readouterr().out
+    for what in ("baseline", "interpolation and fine-tuned", "adapted"):
+        found = re.search(rf"decode cache: (\d+) of (\d+) {what} decodes read back, 0 decoded", out)
+        assert found and found[1] == found[2] != "0", what
+    assert re.search(r"eval adapted .* long-form .* (\d+) of \1 read back from the decode cache", out)
+    again = json.loads((run / "report.json").read_text())
+    assert again["train"]["weights_sha256"] == report["train"]["weights_sha256"]
+    assert again["interpolation"]["candidates"] == report["interpolation"]["candidates"]
+    assert {system: {ref: m["wer"] for ref, m in sets.items()} for system, sets in again["evaluations"].items()} == \
+        {system: {ref: m["wer"] for ref, m in sets.items()} for system, sets in report["evaluations"].items()}
 
 
 def test_eval_num_beams_decodes_every_system_with_beams(setup, capsys):

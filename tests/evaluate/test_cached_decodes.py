@@ -90,3 +90,25 @@ def test_weights_key_follows_every_weight():
         model[1].bias += 1e-6
     assert weights_key(model) != before
     assert weights_key(model, {"stage": 4}) != weights_key(model)
+
+
+class Detecting(Counting):
+    """Also detects a clip's language: "es" for clips of under 4000 samples, else "pt"."""
+
+    def detect_languages(self, audios, batch_size=8):
+        self.calls.append(-len(audios))
+        return ["es" if len(a) < 4000 else "pt" for a in audios]
+
+
+def test_detected_languages_are_stored_beside_the_transcripts(utts, tmp_path):
+    first = Detecting()
+    c = cache(first, tmp_path)
+    transcripts = c.transcribe_utterances(utts, "es")
+    assert c.detect_utterances(utts) == ["es", "es", "pt"] and first.calls == [3, -3]  # not the transcripts' rows
+    again = Detecting()
+    c = cache(again, tmp_path)
+    assert c.detect_utterances(utts) == ["es", "es", "pt"] and c.transcribe_utterances(utts, "es") == transcripts
+    assert again.calls == [] and (c.hits, c.misses) == (6, 0)
+    by_utts = Detecting()
+    by_utts.detect_utterances = lambda batch, batch_size=8: ["fr"] * len(batch)  # e.g. from cached encoder outputs
+    assert cache(by_utts, tmp_path, key="m3").detect_utterances(utts) == ["fr"] * 3 and by_utts.calls == []

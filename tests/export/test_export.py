@@ -52,6 +52,15 @@ def test_ct2_export_runs_on_faster_whisper(tiny, tmp_path):
     model = faster_whisper.WhisperModel(str(out), device="cpu", compute_type="int8")
     segments, info = model.transcribe(np.zeros(16000, np.float32), language="es", beam_size=1)
     assert isinstance("".join(s.text for s in segments), str) and info.duration == pytest.approx(1.0)
+    # the same files checked again (a re-run's export): every transcript is read back, the figures are the same
+    # and no real-time factor is claimed; an export of other bytes is decoded
+    again = export(tiny["model"], "ct2", out=tmp_path / "again", lang="es", quantization="float32",
+                   manifest=tiny["manifest"], margin_points=1e6)
+    assert result["export_rtf"] > 0 and again["export_rtf"] is None
+    assert {k: again[k] for k in ("export_wer", "unpadded_wer")} == {k: result[k] for k in ("export_wer", "unpadded_wer")}
+    other = export(tiny["model"], "ct2", out=tmp_path / "int8", lang="es", quantization="int8",
+                   manifest=tiny["manifest"], margin_points=1e6)
+    assert other["export_rtf"] > 0
 
 
 def test_an_export_worse_than_the_margin_fails_loudly(tiny, tmp_path):
