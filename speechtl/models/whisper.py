@@ -439,7 +439,9 @@ class WhisperASR:
 class _GenerateNoise(logging.Filter):
     """Drops transformers' per-call warnings about settings this module makes on purpose."""
 
-    NOISE = ("seem to have been set", "attention mask is not set", "together with generation-related")
+    NOISE = ("seem to have been set", "attention mask is not set", "together with generation-related",
+             # Whisper's generate checks a copy of the config without return_dict_in_generate; the scores come back
+             "generation flags are not valid and may be ignored: ['output_scores']")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(n in record.getMessage() for n in self.NOISE)
@@ -448,6 +450,7 @@ class _GenerateNoise(logging.Filter):
 @contextlib.contextmanager
 def _quiet_generate() -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in ("transformers.generation.utils",
+                                               "transformers.generation.configuration_utils",
                                                "transformers.models.whisper.generation_whisper")]
     noise = _GenerateNoise()
     for lg in loggers:

@@ -82,3 +82,23 @@ def test_detection_from_the_evaluations_encoder_outputs_matches_detection_from_a
     assert language_id(cached, {"s": manifest}, "es") == from_audio and calls == []  # read back, not encoded
     cached.transcribe_utterances(read_manifest(manifest), "es", batch_size=5)
     assert calls == []  # decoding reads the same outputs
+
+
+def test_decoding_with_the_no_speech_rule_prints_no_transformers_warning(multilingual):
+    """A multilingual Whisper (the bundled whisper-base's tokenizer) asked for the scores the no-speech rule reads:
+    transformers' spurious "generation flags are not valid" warning stays out of the user's output."""
+    import logging
+
+    asr = WhisperASR.load(multilingual)
+    assert asr.no_speech_gate
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("transformers.generation.configuration_utils")
+    logger.addHandler(handler)
+    logging.Logger.warning_once.cache_clear()  # transformers warns once per process: as if this were the first
+    try:
+        asr.transcribe([np.zeros(16000, np.float32)], "es", max_new_tokens=4, num_beams=2)
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in seen if "generation flags are not valid" in m]
