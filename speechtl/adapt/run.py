@@ -148,7 +148,7 @@ class Run:
             self.evaluations["baseline+prompt"] = self._evaluate_all(
                 baseline, "baseline+prompt", {ref: self.data.sets[ref] for ref in refs}, self.recipe.model,
                 prompt=self.term_prompt)
-        self._stored("baseline", [baseline])
+        self._tell_stores("baseline", [baseline])
         self._timed("baseline_eval_s", t)
 
     def _cache_encoder(self, baseline: CachedEncoderTranscriber) -> None:
@@ -204,7 +204,7 @@ class Run:
             if self.prompting and self.prompting["kept"]:
                 self.evaluations["adapted+prompt"] = self._evaluate_all(
                     adapted, "adapted+prompt", self.data.sets, str(adapted_dir), prompt=self.term_prompt)
-            self._stored("adapted", [adapted])
+            self._tell_stores("adapted", [adapted])
         self._timed("adapted_eval_s", t)
         return adapted_dir, interpolation, decoding
 
@@ -284,7 +284,7 @@ class Run:
             settings["loop_fallback"] = COMPRESSION_RATIO_LIMIT
         return DecodeCache(transcriber, weights_key(asr.model), settings)
 
-    def _stored(self, what: str, stores: Any) -> None:
+    def _tell_stores(self, what: str, stores: Any) -> None:
         """How many decodes (transcripts, detected languages) of ``what`` the stores among ``stores`` read back."""
         stores = [s for s in stores if isinstance(s, DecodeCache)]
         if stores:
@@ -439,7 +439,7 @@ class Run:
         if alpha < 1:
             tradeoff = {ref: self.data.sets[ref] for ref in (recipe.eval.primary, recipe.eval.forgetting) if ref}
             self.evaluations["fine-tuned"] = self._evaluate_all(at(1.0), "fine-tuned", tradeoff, str(result.best_dir))
-        self._stored("interpolation and fine-tuned", stores.values())
+        self._tell_stores("interpolation and fine-tuned", stores.values())
         return choice
 
     def _dev_sets(self) -> dict[str, Path]:
