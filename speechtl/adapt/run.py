@@ -34,7 +34,7 @@ from speechtl.evaluate.decode import evaluate_manifest
 from speechtl.evaluate.langid import language_id
 from speechtl.evaluate.longform import PAUSE_S as LONGFORM_PAUSE_S
 from speechtl.evaluate.longform import LongForm, join_utterances
-from speechtl.evaluate.cached_decodes import DecodeCache, weights_key
+from speechtl.evaluate.cached_decodes import DecodeCache, decode_cache_root, weights_key
 from speechtl.evaluate.nonspeech import evaluate_nonspeech
 from speechtl.evaluate.scoring import EvaluationError, read_terms, scoring_normalizer
 from speechtl.evaluate.timestamps import timestamp_check, timestamp_line
@@ -270,10 +270,8 @@ class Run:
                                         num_beams=asr.num_beams)
 
     def _decode_cache(self, transcriber: Any, asr: Any, **settings: Any) -> Any:
-        """``transcriber`` behind the machine-wide store of the transcripts of ``asr``'s weights as they are now
-        (every Whisper system: a re-run whose training gives the same weights, as fp32 training does, or that
-        resumes a finished training, reads its decodes back); ``settings``: the decoding settings
-        ``transcriber`` does not carry itself."""
+        """``transcriber`` behind the machine-wide store of the decodes of ``asr``'s weights as they are now (a re-run
+        with the same weights reads them back); ``settings``: decoding settings ``transcriber`` does not carry."""
         if not self.recipe.eval.decode_cache:
             return transcriber
         settings = {"kind": type(transcriber).__name__, "no_speech_gate": getattr(asr, "no_speech_gate", None)
@@ -287,10 +285,10 @@ class Run:
     def _tell_stores(self, what: str, stores: Any) -> None:
         """How many decodes (transcripts, detected languages) of ``what`` the stores among ``stores`` read back."""
         stores = [s for s in stores if isinstance(s, DecodeCache)]
+        hits, misses = sum(s.hits for s in stores), sum(s.misses for s in stores)
         if stores:
-            hits, misses = sum(s.hits for s in stores), sum(s.misses for s in stores)
             self.notify(f"decode cache: {hits} of {hits + misses} {what} decodes read back, {misses} decoded -> "
-                        + ", ".join(sorted({str(s.path.parent) for s in stores})))
+                        f"{decode_cache_root()}")
 
     def _evaluate_all(self, asr: Any, system: str, sets: dict[str, Path], model_name: str, *,
                       prompt: str | None = None, replays: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -330,8 +328,7 @@ class Run:
         self.longform[system] = {"set": ref, "manifest": str(manifest), "recordings": m["num_utts"],
                                  "minutes": round(m["audio_duration_s"] / 60, 1), "wer": m["wer"],
                                  "wer_ci95": m["wer_ci95"], "clip_wer": clip}
-        stored = f"; {longform.hits} of {m['num_utts']} read back from the decode cache" \
-            if isinstance(longform, DecodeCache) else ""
+        stored = f"; {longform.hits} of {m['num_utts']} decodes read back" if getattr(longform, "hits", 0) else ""
         self.notify(f"eval {system:<16} {ref + ' long-form':<20} WER {m['wer']:.1%} over {m['num_utts']} recordings "
                     f"({m['audio_duration_s'] / 60:.1f} min; clip by clip {clip:.1%}{stored})")
 
@@ -402,10 +399,9 @@ class Run:
         return decoding
 
     def _language_id(self, detector: Any, system: str) -> None:
-        """The run's language detected, not forced, on the primary and forgetting sets' first clips (``detector``:
-        the system's transcriber, whose encoder outputs evaluation may already hold)."""
-        refs = [ref for ref in (self.recipe.eval.primary, self.recipe.eval.forgetting) if ref]
-        self.langid[system] = found = language_id(detector, {ref: self.data.sets[ref] for ref in refs}, self.recipe.lang)
+        """The run's language detected by ``detector`` (not forced) on the primary and forgetting sets' first clips."""
+        sets = {ref: self.data.sets[ref] for ref in (self.recipe.eval.primary, self.recipe.eval.forgetting) if ref}
+        self.langid[system] = found = language_id(detector, sets, self.recipe.lang)
         if found:
             self.notify(f"language id {system:<11} " + ", ".join(
                 f"{ref} {m['correct']}/{m['clips']} {self.recipe.lang}" for ref, m in found.items()))
@@ -423,7 +419,9 @@ class Run:
 
         def at(alpha: float) -> Any:
             interpolator.at(alpha)
-            return stores.setdefault(alpha, self._decode_cache(target, interpolator.asr))
+            if alpha not in stores:  # hashing the weights once per alpha
+                stores[alpha] = self._decode_cache(target, interpolator.asr)
+            return stores[alpha]
 
         def dev_score(alpha: float, ref: str, manifest: Path) -> DevScore:
             out_dir = self.run_dir / "interpolate" / f"alpha-{alpha:.2f}" / ref.replace("/", "_")
