@@ -54,13 +54,13 @@ def weights_key(model: Any, settings: dict[str, Any] | None = None) -> str:
     return model_key(sorted(model.state_dict().items()), {"decode_cache": FORMAT, **(settings or {})})
 
 
-def folder_key(folder: Path | str, settings: dict[str, Any] | None = None) -> str:
-    """Hash of the names and bytes of every file directly in ``folder`` (an exported model), plus ``settings``."""
+def folder_key(folder: Path | str) -> str:
+    """Hash of the names and bytes of every file directly in ``folder`` (an exported model)."""
     folder = Path(folder)
     files = sorted((p.name, file_sha256(p)) for p in folder.iterdir() if p.is_file())
     if not files:
         raise FileNotFoundError(f"decode cache: {folder} holds no files to key a model by")
-    raw = json.dumps([FORMAT, files, settings or {}], sort_keys=True, default=str)
+    raw = json.dumps([FORMAT, files])
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
@@ -143,7 +143,7 @@ class DecodeCache:
 
     def transcribe_utterances(self, utts: Sequence[Utterance], lang: str, *, prompt: str | None = None,
                               batch_size: int = 8) -> list[str]:
-        return self._stored(utts, self._key_of(lang, prompt, batch_size, "transcribe"),
+        return self._stored(utts, (lang, prompt, batch_size, "transcribe"),
                             lambda batch: self._decode(batch, lang, prompt, batch_size))
 
     def detect_utterances(self, utts: Sequence[Utterance], batch_size: int = 8) -> list[str]:
@@ -155,16 +155,14 @@ class DecodeCache:
                 return list(by_utts(batch, batch_size))
             return list(self.inner.detect_languages([audio.load(u.audio_filepath) for u in batch], batch_size))
 
-        return self._stored(utts, self._key_of(None, None, batch_size, "language-id"), detect)
+        return self._stored(utts, (None, None, batch_size, "language-id"), detect)
 
-    def _key_of(self, lang: str | None, prompt: str | None, batch_size: int, task: str) -> Callable[[Utterance], str]:
-        return lambda utt: self._key(utt, lang, prompt, batch_size, task)
-
-    def _stored(self, utts: Sequence[Utterance], key: Callable[[Utterance], str],
+    def _stored(self, utts: Sequence[Utterance], request: tuple[str | None, str | None, int, str],
                 compute: Callable[[list[Utterance]], list[str]]) -> list[str]:
-        """Each utterance's stored answer, ``compute`` called once on those without one (and stored)."""
+        """Each utterance's stored answer to ``request`` (language, prompt, batch size, task), ``compute`` called
+        once on those without one (and stored)."""
         store = self._loaded()
-        keys = [key(u) for u in utts]
+        keys = [self._key(u, *request) for u in utts]
         todo = [i for i, k in enumerate(keys) if k not in store]
         self.hits += len(utts) - len(todo)
         self.misses += len(todo)

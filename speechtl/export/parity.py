@@ -90,13 +90,14 @@ def _runtime_versions() -> dict[str, str | None]:
     return versions
 
 
-def _behind_store(runtime: Any, model_dir: Path, enabled: bool, **settings: Any) -> Any:
-    """``runtime`` behind the decode store of ``model_dir``'s exact files (:func:`folder_key`) and the runtime's
-    settings and package versions: the same export checked again (a re-run) reads its transcripts back."""
-    if not enabled:
+def _behind_store(runtime: Any, model_key: str | None, **settings: Any) -> Any:
+    """``runtime`` behind the decode store of ``model_key`` (:func:`folder_key` of the model's files; None: no
+    store) and the runtime's settings and package versions: the same export checked again reads its transcripts
+    back."""
+    if model_key is None:
         return runtime
     settings.update(runtime=type(runtime).__name__, pad=getattr(runtime, "pad", None), versions=_runtime_versions())
-    return DecodeCache(runtime, folder_key(model_dir), settings)
+    return DecodeCache(runtime, model_key, settings)
 
 
 def _rtf(metrics: dict[str, Any], decoder: Any) -> float | None:
@@ -125,13 +126,13 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
     workers = min(4, os.cpu_count() or 1)  # clips decoded side by side: 1.4x on 2 cores against one 2-thread worker
     runtime = load_runtime(export_dir, lang=lang, compute_type=compute_type or "int8", num_workers=workers,
                            cpu_threads=max(1, (os.cpu_count() or 1) // workers))
-    decoder = _behind_store(_with_beams(runtime, num_beams), export_dir, decode_cache, compute_type=compute_type,
-                      num_beams=num_beams)
+    export_key = folder_key(export_dir) if decode_cache else None  # the format's files, before parity writes any
+    decoder = _behind_store(_with_beams(runtime, num_beams), export_key, compute_type=compute_type, num_beams=num_beams)
     exported = evaluate_manifest(decoder, utts, export_dir / "parity", lang=lang, model_name=f"{fmt} export")
     exported["rtf"] = _rtf(exported, decoder)
     if reference is None:
-        torch_decoder = _behind_store(_with_beams(Transformers.load(model_dir, language=lang), num_beams), model_dir,
-                                decode_cache, num_beams=num_beams)
+        torch_decoder = _behind_store(_with_beams(Transformers.load(model_dir, language=lang), num_beams),
+                                      folder_key(model_dir) if decode_cache else None, num_beams=num_beams)
         reference = evaluate_manifest(torch_decoder, utts, export_dir / "parity" / "torch", lang=lang,
                                       model_name=str(model_dir))
         reference["rtf"] = _rtf(reference, torch_decoder)
@@ -144,8 +145,7 @@ def parity(model_dir: Path, export_dir: Path, fmt: str, manifest: Path, *, lang:
               "torch_model": reference.get("model"), "normalizer": exported["normalizer"]["name"]}
     if fmt == "ct2" and check_unpadded:  # also as a caller of faster-whisper gets it unpadded (Pipecat's service)
         runtime.pad = False
-        as_is = evaluate_manifest(_behind_store(runtime, export_dir, decode_cache, compute_type=compute_type,
-                                          num_beams=num_beams),
+        as_is = evaluate_manifest(_behind_store(runtime, export_key, compute_type=compute_type, num_beams=num_beams),
                                   manifest, export_dir / "parity" / "unpadded", lang=lang,
                                   model_name=f"{fmt} export, unpadded")
         result["unpadded_wer"] = as_is["wer"]
